@@ -1,0 +1,79 @@
+//! The run's log: one line per decision, each starting with a UTC
+//! timestamp, appended to the configured log file (`.rasen/rasen.log`).
+//! A foreground run also echoes every line to the terminal; a daemon does
+//! not need to, its stdout and stderr already point into the same file.
+//!
+//! The file is opened with O_APPEND (whole lines from several writers never
+//! interleave mid-line), O_NOFOLLOW (a symlink planted at the log path is
+//! refused, not written through) and mode 0644.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Mutex;
+
+use crate::clock;
+use crate::error::{Error, Result};
+
+struct Logger {
+    file: File,
+    echo: bool,
+}
+
+static LOGGER: Mutex<Option<Logger>> = Mutex::new(None);
+
+/// Opens (creating) the log file for appending; `echo` copies each line to
+/// stdout as well.
+pub fn open(path: &Path, echo: bool) -> Result<()> {
+    let file = open_for_append(path)?;
+    if let Ok(mut slot) = LOGGER.lock() {
+        *slot = Some(Logger { file, echo });
+    }
+    Ok(())
+}
+
+/// Opens `path` for appending the way every log writer must: create with
+/// 0644, append, and never through a symlink.
+pub fn open_for_append(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| Error::io(path, "cannot open the log file", e))
+}
+
+/// Logs one line: `2026-01-27T18:45:00Z message`. Before `open`, or if the
+/// write fails (disk full), the line goes to stderr so it is not lost.
+pub fn line(message: &str) {
+    let text = format!("{} {}\n", clock::now_iso(), message.trim_end_matches('\n'));
+    write_text(&text);
+}
+
+/// Logs one line of agent output: `2026-…Z [prefix] text`.
+pub fn agent_line(prefix: &str, text: &str) {
+    let text = format!("{} [{prefix}] {}\n", clock::now_iso(), text.trim_end_matches(['\n', '\r']));
+    write_text(&text);
+}
+
+fn write_text(text: &str) {
+    let mut guard = match LOGGER.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    match guard.as_mut() {
+        Some(logger) => {
+            let written = logger.file.write_all(text.as_bytes()).is_ok();
+            if logger.echo || !written {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(text.as_bytes());
+                let _ = out.flush();
+            }
+        }
+        None => {
+            let _ = std::io::stderr().write_all(text.as_bytes());
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The few libc calls rasen needs that std does not offer, each wrapped once
+//! in a safe function. Every `unsafe` block in rasen lives here and says
+//! why it is sound. Errors come back as `io::Error` (errno), never as -1.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Turns libc's `-1 + errno` convention into an `io::Result`.
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Retries a call that failed with EINTR.
+fn cvt_retry(mut call: impl FnMut() -> libc::c_int) -> io::Result<libc::c_int> {
+    loop {
+        match cvt(call()) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Takes an exclusive `flock` on `fd` without waiting. `Ok(false)` when
+/// another open file description holds it.
+pub fn try_lock_exclusive(fd: &impl AsRawFd) -> io::Result<bool> {
+    // SAFETY: flock only reads the fd number; an invalid fd yields EBADF.
+    match cvt_retry(|| unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Takes an exclusive `flock` on `fd`, waiting for it.
+pub fn lock_exclusive(fd: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: as above; blocking is fine, EINTR is retried.
+    cvt_retry(|| unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) }).map(drop)
+}
+
+/// Takes a shared `flock` on `fd` without waiting. `Ok(false)` when someone
+/// holds it exclusively. Used to ask "is the run lock held?".
+pub fn try_lock_shared(fd: &impl AsRawFd) -> io::Result<bool> {
+    // SAFETY: as above.
+    match cvt_retry(|| unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) }) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sends `signal` to process `pid`.
+pub fn kill(pid: i32, signal: i32) -> io::Result<()> {
+    if pid <= 0 {
+        // kill(0) and kill(-1) mean "my group" and "everyone": never wanted.
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    // SAFETY: kill has no memory effects; pid > 0 names one process.
+    cvt(unsafe { libc::kill(pid, signal) }).map(drop)
+}
+
+/// Sends `signal` to every process in process group `pgid`.
+pub fn kill_process_group(pgid: i32, signal: i32) -> io::Result<()> {
+    if pgid <= 1 {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    // SAFETY: killpg has no memory effects; pgid > 1 names one group.
+    cvt(unsafe { libc::killpg(pgid, signal) }).map(drop)
+}
+
+/// The result of `fork`, seen from each side.
+pub enum Fork {
+    Parent(i32),
+    Child,
+}
+
+/// Forks. Only call this while the process has a single thread.
+pub fn fork() -> io::Result<Fork> {
+    // SAFETY: rasen forks only before it starts any thread (daemonize runs
+    // first thing in `run --background`), so the child's memory is
+    // consistent. The child only continues rasen's own single-threaded code.
+    match cvt(unsafe { libc::fork() })? {
+        0 => Ok(Fork::Child),
+        pid => Ok(Fork::Parent(pid)),
+    }
+}
+
+/// Starts a new session; the caller becomes its leader, without a terminal.
+pub fn setsid() -> io::Result<()> {
+    // SAFETY: no memory effects; fails with EPERM for a group leader.
+    cvt(unsafe { libc::setsid() }).map(drop)
+}
+
+/// Leaves the process at once, without running atexit handlers or flushing
+/// stdio buffers that the other side of a fork still owns.
+pub fn exit_immediately(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no Rust state.
+    unsafe { libc::_exit(code) }
+}
+
+/// A pipe whose both ends are close-on-exec.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: fds is a valid array of two ints for pipe2 to fill.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Makes reads and writes on `fd` return EAGAIN instead of blocking.
+pub fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {
+    let raw = fd.as_raw_fd();
+    // SAFETY: fcntl F_GETFL/F_SETFL only read and set the fd's flags.
+    let flags = cvt(unsafe { libc::fcntl(raw, libc::F_GETFL) })?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) }).map(drop)
+}
+
+/// Writes one byte to `fd`, ignoring every error. Async-signal-safe: this is
+/// what a signal handler calls to wake the main loop.
+pub fn write_wake_byte(fd: RawFd) {
+    let byte = 1u8;
+    // SAFETY: write is async-signal-safe; the buffer is one valid byte.
+    let _ = unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
+}
+
+/// Reads and discards whatever is buffered in the non-blocking `fd`.
+pub fn drain_nonblocking(fd: RawFd) {
+    let mut buf = [0u8; 64];
+    loop {
+        // SAFETY: buf is valid for buf.len() bytes; a bad fd just fails.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            return;
+        }
+    }
+}
+
+/// Waits until one of `fds` is readable (or hung up), a signal arrives, or
+/// `timeout_ms` passes (-1: no timeout). Returns, for each fd, whether it is
+/// ready. A signal is not an error: it returns with nothing ready.
+pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
+    let mut pfds: Vec<libc::pollfd> =
+        fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+    // SAFETY: pfds is a valid, initialised array of pfds.len() pollfd.
+    let ret = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+    match cvt(ret) {
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(vec![false; fds.len()]),
+        Err(e) => Err(e),
+        Ok(_) => Ok(pfds.iter().map(|p| p.revents != 0).collect()),
+    }
+}
+
+/// Sets the file mode creation mask, returning the previous one.
+pub fn set_umask(mask: u32) -> u32 {
+    // SAFETY: umask cannot fail and has no memory effects.
+    unsafe { libc::umask(mask as libc::mode_t) as u32 }
+}
+
+/// Makes `to` refer to the same open file as `from` (dup2).
+pub fn redirect_fd(from: &impl AsRawFd, to: RawFd) -> io::Result<()> {
+    // SAFETY: dup2 only manipulates the fd table; both are valid ints.
+    cvt_retry(|| unsafe { libc::dup2(from.as_raw_fd(), to) }).map(drop)
+}
+
+/// Installs `handler` for `signal` (with SA_RESTART, nothing blocked).
+pub fn install_signal_handler(signal: i32, handler: extern "C" fn(libc::c_int)) -> io::Result<()> {
+    // SAFETY: a zeroed sigaction is a valid starting point; we set the
+    // handler address and flags, and the mask is emptied with sigemptyset.
+    // The handler itself must be async-signal-safe (see signals.rs).
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = handler as usize;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        cvt(libc::sigaction(signal, &action, std::ptr::null_mut())).map(drop)
+    }
+}
+
+/// Restores the default disposition of `signal`.
+pub fn default_signal_handler(signal: i32) -> io::Result<()> {
+    // SAFETY: SIG_DFL is always a valid disposition.
+    if unsafe { libc::signal(signal, libc::SIG_DFL) } == libc::SIG_ERR {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// For a freshly forked child before exec: every signal back to its default
+/// disposition and nothing blocked, so the agent does not inherit rasen's
+/// handlers' effects or an ignored SIGPIPE. Async-signal-safe only.
+pub fn reset_signals_in_child() -> io::Result<()> {
+    for signal in
+        [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGPIPE, libc::SIGQUIT, libc::SIGCHLD]
+    {
+        default_signal_handler(signal)?;
+    }
+    // SAFETY: sigemptyset fills a valid local set; sigprocmask reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        cvt(libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut())).map(drop)
+    }
+}
+
+/// This process's id.
+pub fn getpid() -> i32 {
+    std::process::id() as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flock_is_exclusive_between_open_file_descriptions() {
+        let dir = std::env::temp_dir().join(format!("rasen-sys-{}", getpid()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("lock");
+        let a = std::fs::File::create(&path).unwrap();
+        let b = std::fs::File::open(&path).unwrap();
+        assert!(try_lock_exclusive(&a).unwrap());
+        assert!(!try_lock_exclusive(&b).unwrap());
+        assert!(!try_lock_shared(&b).unwrap());
+        drop(a);
+        assert!(try_lock_shared(&b).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn refuses_to_signal_everyone() {
+        assert!(kill(0, 0).is_err());
+        assert!(kill(-1, 0).is_err());
+        assert!(kill_process_group(1, 0).is_err());
+    }
+
+    #[test]
+    fn poll_sees_a_written_pipe() {
+        let (r, w) = pipe().unwrap();
+        assert_eq!(poll_readable(&[r.as_raw_fd()], 0).unwrap(), vec![false]);
+        write_wake_byte(w.as_raw_fd());
+        assert_eq!(poll_readable(&[r.as_raw_fd()], 1000).unwrap(), vec![true]);
+    }
+}
