@@ -9,6 +9,7 @@ mod agent;
 mod claude;
 mod cli;
 mod clock;
+mod commands;
 mod config;
 mod daemon;
 mod error;
@@ -19,6 +20,7 @@ mod logger;
 mod logs;
 mod orchestrator;
 mod plan;
+mod project;
 mod prompts;
 mod signals;
 mod status;
@@ -26,6 +28,37 @@ mod store;
 mod sys;
 mod yaml;
 
+use cli::Command;
+use orchestrator::RunOptions;
+
 fn main() {
-    println!("rasen {}", env!("CARGO_PKG_VERSION"));
+    let code = match cli::parse_env().and_then(run_command) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("rasen: error: {err}");
+            err.code
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Dispatches to the command and returns its exit code.
+fn run_command(cli: cli::Cli) -> error::Result<i32> {
+    let dir = cli.project_dir.as_path();
+    match cli.command {
+        Command::Help(text) => commands::print_stdout(text).map(|()| 0),
+        Command::Version => {
+            commands::print_stdout(&format!("rasen {}\n", env!("CARGO_PKG_VERSION"))).map(|()| 0)
+        }
+        Command::Init { task, force } => commands::init(dir, &task, force),
+        Command::Run { background, skip_review, skip_qa } => {
+            commands::run(dir, background, RunOptions { skip_review, skip_qa })
+        }
+        Command::Resume { background, skip_review, skip_qa } => {
+            commands::resume(dir, background, RunOptions { skip_review, skip_qa })
+        }
+        Command::Status { json } => commands::status(dir, json),
+        Command::Logs { lines, follow } => commands::logs(dir, lines, follow),
+        Command::Stop { force, timeout_seconds } => commands::stop(dir, force, timeout_seconds),
+    }
 }

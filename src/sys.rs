@@ -206,6 +206,14 @@ pub fn reset_signals_in_child() -> io::Result<()> {
     }
 }
 
+/// Waits for child `pid` to exit and returns its wait status.
+pub fn wait_for_child(pid: i32) -> io::Result<i32> {
+    let mut status = 0;
+    // SAFETY: status is a valid int for waitpid to fill; pid names our child.
+    cvt_retry(|| unsafe { libc::waitpid(pid, &mut status, 0) })?;
+    Ok(status)
+}
+
 /// This process's id.
 pub fn getpid() -> i32 {
     std::process::id() as i32

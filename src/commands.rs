@@ -1,0 +1,290 @@
+//! One function per command: each checks what it needs, does its one
+//! thing by calling the module that owns it, and returns the exit code.
+//! Output for people goes to stdout here; errors are returned, never
+//! printed, so `main` prints each once.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::agent;
+use crate::clock;
+use crate::config::{Backend, DEFAULT_CONFIG_YAML};
+use crate::daemon::{self, Liveness, RunLock};
+use crate::error::{Error, Result};
+use crate::git;
+use crate::history::{AttemptHistory, GoodCommits};
+use crate::logger;
+use crate::logs;
+use crate::orchestrator::{self, RunOptions};
+use crate::plan::{Next, Plan};
+use crate::project::Project;
+use crate::signals;
+use crate::status::{self, StatusFile};
+use crate::store;
+
+/// What `.rasen/.gitignore` keeps out of git: files that only mean
+/// something while a run is alive. The task, plan, history and memories
+/// are worth committing.
+const RASEN_GITIGNORE: &str = "\
+# Written by rasen: runtime-only files. task.txt, implementation_plan.json,
+# attempt_history.json, good_commits.json and memories.md are worth keeping.
+rasen.pid
+rasen.log
+status.json
+*.lock
+.*.tmp.*
+*.bak.*
+";
+
+/// `rasen init --task TEXT [--force]`.
+pub fn init(dir: &Path, task_arg: &str, force: bool) -> Result<i32> {
+    let project = Project::open(dir)?;
+    let task = read_task_argument(task_arg)?;
+    if let Liveness::Running { pid } = daemon::liveness(&project)? {
+        return Err(daemon::already_running(&project, pid));
+    }
+    let replaced: Vec<_> =
+        [project.task_file(), project.plan_file()].into_iter().filter(|p| p.exists()).collect();
+    if !replaced.is_empty() && !force {
+        let names: Vec<_> = replaced.iter().map(|p| project.show(p)).collect();
+        return Err(Error::failed(format!(
+            "{} already exist{}; use 'rasen resume' to continue, or 'rasen init --force' to start over (backups are kept)",
+            names.join(" and "),
+            if names.len() == 1 { "s" } else { "" }
+        )));
+    }
+    create_rasen_dir(&project)?;
+    if force {
+        back_up_previous_task(&project)?;
+    }
+    store::write_atomically(
+        &project.task_file(),
+        format!("{}\n", task.trim_end()).as_bytes(),
+        0o644,
+    )?;
+    let config_path = project.root.join("rasen.yml");
+    if !config_path.exists() {
+        store::write_atomically(&config_path, DEFAULT_CONFIG_YAML.as_bytes(), 0o644)?;
+        println!("Wrote rasen.yml with the default configuration (every key documented)");
+    }
+    store::save(&project.status_file(), &StatusFile::initialized())?;
+    println!("Initialized task in {}", project.show(&project.rasen_dir()));
+    println!("Next: 'rasen run' (foreground) or 'rasen run --background' (daemon)");
+    Ok(0)
+}
+
+/// The task text: the contents of the file `arg` names, or `arg` itself.
+fn read_task_argument(arg: &str) -> Result<String> {
+    let path = Path::new(arg);
+    let text = if !arg.contains('\n') && path.is_file() {
+        std::fs::read_to_string(path)
+            .map_err(|e| Error::io(path, "cannot read the task file", e))?
+    } else {
+        arg.to_string()
+    };
+    if text.trim().is_empty() {
+        return Err(Error::usage(
+            "init: the task is empty; give --task a description or a file that holds one",
+        ));
+    }
+    Ok(text)
+}
+
+fn create_rasen_dir(project: &Project) -> Result<()> {
+    let dir = project.rasen_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "cannot create", e))?;
+    let gitignore = dir.join(".gitignore");
+    if !gitignore.exists() {
+        store::write_atomically(&gitignore, RASEN_GITIGNORE.as_bytes(), 0o644)?;
+    }
+    Ok(())
+}
+
+/// `init --force`: every file of the previous task is renamed to
+/// `NAME.bak.TIMESTAMP` (memories.md stays: it is about the project).
+fn back_up_previous_task(project: &Project) -> Result<()> {
+    let stamp = clock::now_compact();
+    for path in [
+        project.task_file(),
+        project.plan_file(),
+        project.history_file(),
+        project.good_commits_file(),
+    ] {
+        if path.exists() {
+            let backup = path.with_file_name(format!(
+                "{}.bak.{stamp}",
+                path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+            ));
+            std::fs::rename(&path, &backup).map_err(|e| Error::io(&path, "cannot back up", e))?;
+            println!("Kept {} as {}", project.show(&path), project.show(&backup));
+        }
+    }
+    Ok(())
+}
+
+/// `rasen run [--background]`.
+pub fn run(dir: &Path, background: bool, options: RunOptions) -> Result<i32> {
+    let project = Project::open(dir)?;
+    check_before_run(&project)?;
+    start(project, background, options)
+}
+
+/// `rasen resume [--background]`.
+pub fn resume(dir: &Path, background: bool, options: RunOptions) -> Result<i32> {
+    let project = Project::open(dir)?;
+    if let Liveness::Running { pid } = daemon::liveness(&project)? {
+        return Err(daemon::already_running(&project, pid));
+    }
+    let plan = store::load::<Plan>(&project.plan_file())?;
+    if plan.is_none() && !project.task_file().exists() {
+        return Err(Error::failed("No task to resume. Use 'rasen init' to start a new task."));
+    }
+    check_before_run(&project)?;
+    match plan {
+        Some(plan) => {
+            let (done, total) = plan.progress();
+            if matches!(plan.next_subtask(), Next::AllCompleted) {
+                println!("Task already completed: {} ({done}/{total} subtasks)", plan.task_name);
+                return Ok(0);
+            }
+            println!("Resuming task: {}", plan.task_name);
+            println!("Progress: {done}/{total} subtasks completed");
+            if let Some(id) = last_worked_on(&project, &plan)? {
+                println!("Last working on: {id}");
+            }
+        }
+        None => println!("The plan was never created; the initializer will plan the task first."),
+    }
+    start(project, background, options)
+}
+
+/// The subtask in progress, else the one the last attempt was about.
+fn last_worked_on(project: &Project, plan: &Plan) -> Result<Option<String>> {
+    if let Some(s) =
+        plan.subtasks.iter().find(|s| s.status == crate::plan::SubtaskStatus::InProgress)
+    {
+        return Ok(Some(s.id.clone()));
+    }
+    let history = store::load::<AttemptHistory>(&project.history_file())?;
+    Ok(history.and_then(|h| h.attempts.last().map(|a| a.subtask_id.clone())))
+}
+
+/// Everything that can be checked before starting, so that errors reach
+/// the terminal instead of a daemon's log: task, git, agent, state files,
+/// and nobody else running.
+fn check_before_run(project: &Project) -> Result<()> {
+    if !project.task_file().exists() {
+        return Err(Error::usage(format!(
+            "no task in {}: start with 'rasen init --task \"…\"'",
+            project.show(&project.rasen_dir())
+        )));
+    }
+    git::require_repository(&project.root)?;
+    check_agent_command(project)?;
+    if let Some(plan) = store::load::<Plan>(&project.plan_file())? {
+        plan.validate().map_err(|why| {
+            Error::state(format!(
+                "{}: {why}; fix the file or remove it to plan again (it was left unchanged)",
+                project.show(&project.plan_file())
+            ))
+        })?;
+    }
+    store::load::<AttemptHistory>(&project.history_file())?;
+    store::load::<GoodCommits>(&project.good_commits_file())?;
+    store::load::<StatusFile>(&project.status_file())?;
+    if let Liveness::Running { pid } = daemon::liveness(project)? {
+        return Err(daemon::already_running(project, pid));
+    }
+    Ok(())
+}
+
+fn check_agent_command(project: &Project) -> Result<()> {
+    let command = &project.config.agent.command;
+    if agent::find_executable_in(command, &project.root).is_some() {
+        return Ok(());
+    }
+    let hint = match project.config.agent.backend {
+        Backend::Claude => {
+            " (install Claude Code, or set agent.command in rasen.yml or RASEN_AGENT_COMMAND)"
+        }
+        Backend::Command => " (set agent.command in rasen.yml or RASEN_AGENT_COMMAND)",
+    };
+    Err(Error::config(format!("agent command \"{command}\" not found in PATH{hint}")))
+}
+
+/// Runs the loop here or as a daemon, with the run lock held throughout.
+fn start(project: Project, background: bool, options: RunOptions) -> Result<i32> {
+    if background {
+        return daemon::run_in_background(&project, |lock| {
+            let code = match logger::open(&project.log_file(), false) {
+                Ok(()) => finish(orchestrator::run(&project, &options)),
+                Err(e) => finish(Err(e)),
+            };
+            lock.release();
+            code
+        });
+    }
+    let lock = RunLock::acquire(&project)?;
+    lock.write_pid_file()?;
+    signals::install()
+        .map_err(|e| Error::failed(format!("cannot install signal handlers: {e}")))?;
+    logger::open(&project.log_file(), true)?;
+    let result = orchestrator::run(&project, &options);
+    lock.release();
+    result.map(|ending| ending.exit_code())
+}
+
+/// The daemon's exit code; its errors can only go to the log.
+fn finish(result: Result<orchestrator::Ending>) -> i32 {
+    match result {
+        Ok(ending) => ending.exit_code(),
+        Err(e) => {
+            logger::line(&format!("error: {e}"));
+            e.code
+        }
+    }
+}
+
+/// `rasen status [--json]`.
+pub fn status(dir: &Path, json: bool) -> Result<i32> {
+    let project = Project::open(dir)?;
+    let liveness = daemon::liveness(&project)?;
+    let file = store::load::<StatusFile>(&project.status_file())?;
+    let report = status::Report::new(file, liveness, clock::now_secs());
+    let text = if json { report.to_json() } else { report.to_text() };
+    print_stdout(&text)?;
+    Ok(report.exit_code())
+}
+
+/// `rasen logs [-n N] [-f]`.
+pub fn logs(dir: &Path, lines: usize, follow: bool) -> Result<i32> {
+    let project = Project::open(dir)?;
+    let path = project.log_file();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if follow {
+        logs::follow(&path, lines, &mut out)?;
+    } else {
+        logs::print_last_lines(&path, lines, &mut out)?;
+    }
+    Ok(0)
+}
+
+/// `rasen stop [--force] [--timeout SECS]`.
+pub fn stop(dir: &Path, force: bool, timeout_seconds: u64) -> Result<i32> {
+    let project = Project::open(dir)?;
+    daemon::stop(&project, force, Duration::from_secs(timeout_seconds))
+}
+
+/// Prints to stdout; a closed pipe (`rasen status | head -1`) is not an
+/// error.
+pub fn print_stdout(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::failed(format!("cannot write to stdout: {e}")))
+        }
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,68 @@
+//! Where a project's files are: the root (made absolute once, so a daemon
+//! that changes directory still finds everything), its configuration, and
+//! every path under `.rasen/`. Nothing here reads or writes state.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+pub struct Project {
+    pub root: PathBuf,
+    pub config: Config,
+}
+
+impl Project {
+    /// Opens the project in `dir`: the directory must exist; its rasen.yml
+    /// (if any) and the environment give the configuration.
+    pub fn open(dir: &Path) -> Result<Project> {
+        let root = dir.canonicalize().map_err(|e| {
+            Error::usage(format!("{}: cannot use as the project directory: {e}", dir.display()))
+        })?;
+        let config = Config::load(&root)?;
+        Ok(Project { root, config })
+    }
+
+    pub fn rasen_dir(&self) -> PathBuf {
+        self.root.join(".rasen")
+    }
+    pub fn task_file(&self) -> PathBuf {
+        self.rasen_dir().join("task.txt")
+    }
+    pub fn plan_file(&self) -> PathBuf {
+        self.rasen_dir().join("implementation_plan.json")
+    }
+    pub fn history_file(&self) -> PathBuf {
+        self.rasen_dir().join("attempt_history.json")
+    }
+    pub fn good_commits_file(&self) -> PathBuf {
+        self.rasen_dir().join("good_commits.json")
+    }
+    pub fn memories_file(&self) -> PathBuf {
+        self.rasen_dir().join("memories.md")
+    }
+    /// The lock held for a whole run; never renamed or removed, so a lock on
+    /// it means the same thing to every process that opens it.
+    pub fn run_lock_file(&self) -> PathBuf {
+        self.rasen_dir().join("run.lock")
+    }
+    /// The lock for read-modify-write of the JSON state files.
+    pub fn state_lock_file(&self) -> PathBuf {
+        self.rasen_dir().join("state.lock")
+    }
+    pub fn pid_file(&self) -> PathBuf {
+        self.config.resolve(&self.root, &self.config.background.pid_file)
+    }
+    pub fn log_file(&self) -> PathBuf {
+        self.config.resolve(&self.root, &self.config.background.log_file)
+    }
+    pub fn status_file(&self) -> PathBuf {
+        self.config.resolve(&self.root, &self.config.background.status_file)
+    }
+
+    /// `path` as the user would write it: relative to the project root when
+    /// it is inside it (`.rasen/rasen.pid`), absolute otherwise.
+    pub fn show(&self, path: &Path) -> String {
+        path.strip_prefix(&self.root).unwrap_or(path).display().to_string()
+    }
+}
