@@ -604,7 +604,7 @@ impl<'a> Run<'a> {
             ("task", self.task.clone()),
             ("project_dir", self.project.root.display().to_string()),
             ("plan_path", self.project.show(&self.project.plan_file())),
-            ("plan_schema", PLAN_SCHEMA.to_string()),
+            ("plan_schema", prompts::PLAN_SCHEMA.to_string()),
             ("plan_error", plan_error.to_string()),
             ("memories", self.memories()),
         ]
@@ -635,7 +635,7 @@ impl<'a> Run<'a> {
             (true, true) => "tests: pass, lint: pass",
             (true, false) => "tests: pass",
             (false, true) => "lint: pass",
-            (false, false) => "a one-line summary of what you did",
+            (false, false) => "no evidence required",
         }
         .to_string()
     }
@@ -745,24 +745,6 @@ fn check_root_refusal(report: &SessionReport) -> Result<()> {
     }
     Ok(())
 }
-
-/// The plan format the initializer must write (shown in its prompt).
-const PLAN_SCHEMA: &str = r#"{
-  "task_name": "Short name of the whole task",
-  "subtasks": [
-    {
-      "id": "auth-1",
-      "title": "User model",
-      "description": "What to build in this subtask, concretely",
-      "status": "pending",
-      "dependencies": [],
-      "files": ["src/models/user.py"],
-      "tests": ["tests/test_user.py"],
-      "acceptance_criteria": ["what must be true when it is done"],
-      "attempts": 0
-    }
-  ]
-}"#;
 
 fn load_history(project: &Project) -> Result<AttemptHistory> {
     Ok(store::load::<AttemptHistory>(&project.history_file())?.unwrap_or_else(AttemptHistory::new))
