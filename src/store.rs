@@ -231,6 +231,7 @@ fn directory_of(path: &Path) -> PathBuf {
 /// dropped: closing the descriptor releases it.
 #[derive(Debug)]
 pub struct FileLock {
+    /// Holding the open file is holding the lock.
     file: File,
     path: PathBuf,
 }

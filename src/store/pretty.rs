@@ -159,7 +159,19 @@ mod tests {
             inner: vec![Inner { name: "a".into(), tags: vec!["x".into(), "y".into()] }],
             empty: vec![],
         };
-        let expected = "{\n  \"zebra\": 1,\n  \"apple\": null,\n  \"ratio\": 812.4,\n  \"inner\": [\n    {\n      \"name\": \"a\",\n      \"tags\": [\"x\", \"y\"]\n    }\n  ],\n  \"empty\": []\n}\n";
+        let expected = r#"{
+  "zebra": 1,
+  "apple": null,
+  "ratio": 812.4,
+  "inner": [
+    {
+      "name": "a",
+      "tags": ["x", "y"]
+    }
+  ],
+  "empty": []
+}
+"#;
         assert_eq!(to_pretty_json(&value), expected);
         let back: Outer = miniserde::json::from_str(expected).unwrap();
         assert_eq!(back, value);
