@@ -8,63 +8,30 @@
 //! process it cannot tie to the test (checked through /proc/PID/cmdline), and
 //! it cleans up on drop, also when the test panics.
 
+mod json;
+mod process;
+mod run;
+
+pub use json::*;
+pub use process::*;
+pub use run::*;
+
+use process::kill_if_cmdline_mentions;
+
 use std::cell::RefCell;
 use std::ffi::OsStr;
-use std::io::Read;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
 
-use miniserde::json::{Number, Value};
+use miniserde::json::Value;
 
 /// How long `Project::rasen` lets a command run before failing the test.
 pub const DEFAULT_DEADLINE_SECS: u64 = 60;
-const POLL: Duration = Duration::from_millis(20);
 
 /// The path of a script in tests/agent/ ("scripted-agent", "fake-claude").
 pub fn agent_script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/agent").join(name)
-}
-
-/// Polls `cond` every 20 ms; panics with `what` if it is still false after
-/// `deadline_secs`.
-pub fn wait_until(deadline_secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(deadline_secs);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {deadline_secs} s waiting for: {what}");
-        thread::sleep(POLL);
-    }
-}
-
-/// How a command ended. `code` is 128 + the signal number when it was killed
-/// by a signal, as a shell reports it.
-#[derive(Debug)]
-pub struct RunResult {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl RunResult {
-    /// Panics, showing both outputs, unless the exit code is `code`.
-    pub fn expect_code(self, code: i32) -> RunResult {
-        assert_eq!(self.code, code, "unexpected exit code\n{self}");
-        self
-    }
-}
-
-impl std::fmt::Display for RunResult {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(
-            f,
-            "exit code {}\n--- stdout ---\n{}--- stderr ---\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
 }
 
 /// One line of $SCRIPTED_DIR/sessions, written by every scripted-agent
@@ -331,237 +298,10 @@ impl Drop for Project {
             eprintln!("kept {} and {}", self.dir.display(), self.scripted_dir.display());
             return;
         }
-        if thread::panicking() {
+        if std::thread::panicking() {
             eprintln!("(set RASEN_KEEP_TEST_DIRS=1 to keep {})", self.dir.display());
         }
         let _ = std::fs::remove_dir_all(&self.dir);
         let _ = std::fs::remove_dir_all(&self.scripted_dir);
-    }
-}
-
-/// A command started by `Project::spawn` (or `Spawned::start`), running or
-/// not yet reaped.
-pub struct Spawned {
-    what: String,
-    child: Option<Child>,
-    stdout: Capture,
-    stderr: Capture,
-}
-
-impl Spawned {
-    /// Starts any command with its stdout and stderr captured; `what` names
-    /// it in failure messages. Used by `Project::spawn`; tests may run other
-    /// programs (the scripted agent itself) the same way.
-    pub fn start(mut cmd: Command, what: &str) -> Spawned {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-        let stdout = Capture::start(child.stdout.take().unwrap());
-        let stderr = Capture::start(child.stderr.take().unwrap());
-        Spawned { what: what.to_string(), child: Some(child), stdout, stderr }
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.child.as_ref().map_or(0, |c| c.id() as i32)
-    }
-
-    /// What it has printed on stdout so far (it may still be running).
-    pub fn stdout_so_far(&self) -> String {
-        self.stdout.text()
-    }
-
-    /// Sends `sig` (libc::SIGTERM…) to this process only, not its group.
-    pub fn signal(&self, sig: i32) {
-        send_signal(self.pid(), sig);
-    }
-
-    /// Waits for the end and its output, at most `deadline_secs`; past that,
-    /// kills it and panics with what it printed.
-    pub fn wait(mut self, deadline_secs: u64) -> RunResult {
-        let mut child = self.child.take().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(deadline_secs);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "`{}` still ran after {deadline_secs} s; killed it\n{}",
-                    self.what,
-                    self.output(-1)
-                );
-            }
-            thread::sleep(POLL);
-        };
-        let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-        while !(self.stdout.finished() && self.stderr.finished()) {
-            assert!(
-                Instant::now() < deadline,
-                "`{}` exited, but something still holds its stdout/stderr open (a daemon that kept them?)\n{}",
-                self.what,
-                self.output(code)
-            );
-            thread::sleep(POLL);
-        }
-        self.output(code)
-    }
-
-    fn output(&self, code: i32) -> RunResult {
-        RunResult { code, stdout: self.stdout.text(), stderr: self.stderr.text() }
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// A pipe read to the end by a thread, readable while it fills, so that a
-/// timed-out command can still show what it printed.
-struct Capture {
-    buf: Arc<Mutex<Vec<u8>>>,
-    reader: JoinHandle<()>,
-}
-
-impl Capture {
-    fn start(mut pipe: impl Read + Send + 'static) -> Capture {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&buf);
-        let reader = thread::spawn(move || {
-            let mut chunk = [0u8; 8192];
-            loop {
-                match pipe.read(&mut chunk) {
-                    Ok(0) => break,
-                    Ok(n) => sink.lock().unwrap().extend_from_slice(&chunk[..n]),
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-        });
-        Capture { buf, reader }
-    }
-
-    fn finished(&self) -> bool {
-        self.reader.is_finished()
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.buf.lock().unwrap()).into_owned()
-    }
-}
-
-// --- JSON ------------------------------------------------------------------
-
-/// Parses `text`; panics naming `what` and showing the text if it is not JSON.
-pub fn parse_json(text: &str, what: &str) -> Value {
-    miniserde::json::from_str(text).unwrap_or_else(|_| panic!("{what} is not valid JSON:\n{text}"))
-}
-
-/// The value at a dotted path: "status", "subtasks.0.id" (numbers index
-/// arrays); "" is `v` itself.
-pub fn get<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
-    if path.is_empty() {
-        return Some(v);
-    }
-    path.split('.').try_fold(v, |v, key| match v {
-        Value::Object(map) => map.get(key),
-        Value::Array(items) => items.get(key.parse::<usize>().ok()?),
-        _ => None,
-    })
-}
-
-pub fn get_str<'a>(v: &'a Value, path: &str) -> Option<&'a str> {
-    match get(v, path)? {
-        Value::String(s) => Some(s.as_str()),
-        _ => None,
-    }
-}
-
-pub fn get_u64(v: &Value, path: &str) -> Option<u64> {
-    match get(v, path)? {
-        Value::Number(Number::U64(n)) => Some(*n),
-        Value::Number(Number::I64(n)) => u64::try_from(*n).ok(),
-        _ => None,
-    }
-}
-
-pub fn get_f64(v: &Value, path: &str) -> Option<f64> {
-    match get(v, path)? {
-        Value::Number(Number::U64(n)) => Some(*n as f64),
-        Value::Number(Number::I64(n)) => Some(*n as f64),
-        Value::Number(Number::F64(n)) => Some(*n),
-        _ => None,
-    }
-}
-
-pub fn get_bool(v: &Value, path: &str) -> Option<bool> {
-    match get(v, path)? {
-        Value::Bool(b) => Some(*b),
-        _ => None,
-    }
-}
-
-pub fn get_array<'a>(v: &'a Value, path: &str) -> Option<&'a [Value]> {
-    match get(v, path)? {
-        Value::Array(items) => Some(&items[..]),
-        _ => None,
-    }
-}
-
-// --- processes ---------------------------------------------------------------
-
-/// State letter and process group from /proc/PID/stat; None if it is gone.
-fn proc_stat(pid: i32) -> Option<(char, i32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "PID (COMM) STATE PPID PGRP ...": COMM may hold spaces and parentheses.
-    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let pgrp = fields.nth(1)?.parse().ok()?;
-    Some((state, pgrp))
-}
-
-/// True when the process no longer runs. A zombie counts as gone: PID 1
-/// reaps orphans late on these machines.
-pub fn process_gone(pid: i32) -> bool {
-    !matches!(proc_stat(pid), Some((state, _)) if state != 'Z')
-}
-
-/// True when no live (non-zombie) process is in process group `pgid`.
-pub fn process_group_gone(pgid: i32) -> bool {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return true };
-    let pids = entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok());
-    !pids.filter_map(proc_stat).any(|(state, pgrp)| pgrp == pgid && state != 'Z')
-}
-
-/// Sends `sig` to `pid`; false if that failed (no such process…).
-pub fn send_signal(pid: i32, sig: i32) -> bool {
-    assert!(pid > 0, "refusing to signal PID {pid}");
-    // SAFETY: kill(2) takes plain integers and touches no memory of ours;
-    // pid > 0 so it targets one process, never a group or everyone.
-    unsafe { libc::kill(pid, sig) == 0 }
-}
-
-/// Sends `sig` to every process in group `pgid`; false if that failed.
-pub fn signal_group(pgid: i32, sig: i32) -> bool {
-    assert!(pgid > 1, "refusing to signal process group {pgid}");
-    // SAFETY: as in send_signal; -pgid with pgid > 1 names exactly that group.
-    unsafe { libc::kill(-pgid, sig) == 0 }
-}
-
-/// SIGKILLs `pid` if it is alive and its command line contains one of
-/// `needles`, so that a recycled PID of an unrelated process is never hit.
-fn kill_if_cmdline_mentions(pid: i32, needles: &[&str]) {
-    if pid <= 0 || process_gone(pid) {
-        return;
-    }
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return };
-    let cmdline = String::from_utf8_lossy(&cmdline);
-    if needles.iter().any(|n| cmdline.contains(n)) {
-        send_signal(pid, libc::SIGKILL);
     }
 }
