@@ -7,7 +7,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN        := $(TARGET_DIR)/release/rasen
 STATIC_BIN := $(TARGET_DIR)/$(MUSL)/release/rasen
 
-.PHONY: build static test lint install clean
+.PHONY: build static test lint install clean demo bench
 
 build:
 	$(CARGO) build --release
@@ -29,6 +29,15 @@ test: lint
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+# The daemon story of spec-daemon-mode.md in a temporary repository, with
+# the scripted agent (no Claude, no network).
+demo: build
+	RASEN=$(abspath $(BIN)) sh tests/demo.sh
+
+# Performance figures (printed, never asserted).
+bench: build
+	sh tests/bench.sh
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin
