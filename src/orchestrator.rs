@@ -755,7 +755,7 @@ fn failed_approaches(history: &AttemptHistory, subtask_id: &str) -> String {
     let lines: Vec<String> = history::failed_approaches(history, subtask_id, 5)
         .iter()
         .map(|a| {
-            let mut text = format!("- session {} ({}):", a.session, a.outcome.name());
+            let mut text = format!("- session {} ({}):", a.session, a.outcome.as_str());
             if let Some(approach) = &a.approach {
                 text.push_str(&format!(" tried: {approach};"));
             }

@@ -9,6 +9,7 @@
 use miniserde::json::Value;
 use miniserde::{Deserialize, Serialize};
 
+use crate::daemon::Liveness;
 use crate::store::{Fields, Kind, StateFile};
 
 /// Where the run stands.
@@ -233,4 +234,199 @@ mod tests {
         assert!(!RunState::Waiting.is_final());
         assert!(RunState::Stopped.is_final() && RunState::Completed.is_final());
     }
+}
+
+// ---- Rendering: what `rasen status` shows ----------------------------------
+
+/// `rasen status`: the status file joined with the run lock's answer. The
+/// lock decides whether anything runs; the file only says what the run was
+/// doing, so a file left saying "running" by a killed daemon is shown as a
+/// crash, never as running.
+pub struct Report {
+    file: Option<StatusFile>,
+    liveness: Liveness,
+    now: i64,
+}
+
+/// The JSON shape of `rasen status --json` (stable field order).
+#[derive(miniserde::Serialize)]
+struct JsonReport {
+    running: bool,
+    state: String,
+    stale_pid_file: bool,
+    status: Option<String>,
+    reason: Option<String>,
+    pid: Option<i32>,
+    iteration: u64,
+    phase: Option<String>,
+    subtask_id: Option<String>,
+    subtask_description: Option<String>,
+    completed_subtasks: u64,
+    total_subtasks: u64,
+    total_commits: u64,
+    started_at: Option<String>,
+    last_activity: Option<String>,
+    elapsed_seconds: Option<i64>,
+    waiting_until: Option<String>,
+    last_error: Option<String>,
+    tokens: Option<u64>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cost_usd: Option<f64>,
+    agent_pid: Option<i32>,
+}
+
+impl Report {
+    pub fn new(file: Option<StatusFile>, liveness: Liveness, now: i64) -> Report {
+        Report { file, liveness, now }
+    }
+
+    /// 0 running, 1 a stale PID file was found, 3 not running (LSB).
+    pub fn exit_code(&self) -> i32 {
+        match self.liveness {
+            Liveness::Running { .. } => 0,
+            Liveness::Stale { .. } => 1,
+            Liveness::NotRunning => 3,
+        }
+    }
+
+    fn pid(&self) -> Option<i32> {
+        match self.liveness {
+            Liveness::Running { pid } | Liveness::Stale { pid } => pid.or(self.file.as_ref()?.pid),
+            Liveness::NotRunning => self.file.as_ref()?.pid,
+        }
+    }
+
+    /// The one word (or phrase) for the state, decided by the lock.
+    fn state(&self) -> String {
+        let file_state = self.file.as_ref().map(|f| f.status);
+        let claims_running = matches!(file_state, Some(RunState::Running | RunState::Waiting));
+        let gone = match self.pid() {
+            Some(pid) => format!("process {pid} is gone"),
+            None => "its process is gone".to_string(),
+        };
+        match (&self.liveness, file_state) {
+            (Liveness::Running { .. }, Some(RunState::Waiting)) => "waiting".to_string(),
+            (Liveness::Running { .. }, _) => "running".to_string(),
+            (Liveness::Stale { .. }, Some(_)) if claims_running => {
+                format!("crashed (stale PID file, {gone})")
+            }
+            (Liveness::NotRunning, Some(_)) if claims_running => format!("crashed ({gone})"),
+            (Liveness::Stale { .. }, Some(state)) => format!("{} (stale PID file, {gone})", state.as_str()),
+            (Liveness::NotRunning, Some(state)) => state.as_str().to_string(),
+            (_, None) => "not initialized".to_string(),
+        }
+    }
+
+    fn crashed(&self) -> bool {
+        self.state().starts_with("crashed")
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut out = format!("Status: {}\n", self.state());
+        let Some(f) = &self.file else {
+            if matches!(self.liveness, Liveness::NotRunning) {
+                out.push_str("No task here yet: start with 'rasen init --task \"…\"'\n");
+            }
+            return out;
+        };
+        let running = matches!(self.liveness, Liveness::Running { .. });
+        if let Some(pid) = self.pid().filter(|_| running || self.crashed()) {
+            out.push_str(&format!("PID: {pid}\n"));
+        }
+        out.push_str(&format!("Iteration: {}\n", f.iteration));
+        if let Some(phase) = f.phase.as_ref().filter(|_| running) {
+            out.push_str(&format!("Phase: {phase}\n"));
+        }
+        out.push_str(&format!(
+            "Progress: {}/{} subtasks {}\n",
+            f.completed_subtasks,
+            f.total_subtasks,
+            progress_bar(f.completed_subtasks, f.total_subtasks)
+        ));
+        out.push_str(&format!("Total commits: {}\n", f.total_commits));
+        if let Some(id) = &f.subtask_id {
+            let label = if running { "Current subtask" } else { "Last subtask" };
+            out.push_str(&format!("{label}: {id}\n"));
+            if let Some(description) = &f.subtask_description {
+                out.push_str(&format!("  {}\n", description.lines().next().unwrap_or("")));
+            }
+        }
+        if let Some(until) = &f.waiting_until {
+            out.push_str(&format!("Usage limit resets: {until}\n"));
+        }
+        if let Some(started) = &f.started_at {
+            let elapsed = self.elapsed(f).map(|s| format!(" ({})", crate::clock::duration(s))).unwrap_or_default();
+            let label = if running { "Started" } else { "Last run started" };
+            out.push_str(&format!("{label}: {started}{elapsed}\n"));
+        }
+        if let Some(activity) = &f.last_activity {
+            let ago = crate::clock::parse_iso(activity).map(|t| format!(" ({})", crate::clock::ago(self.now - t)));
+            out.push_str(&format!("Last activity: {activity}{}\n", ago.unwrap_or_default()));
+        }
+        if let Some(tokens) = f.tokens {
+            let cost = f.cost_usd.map(|c| format!(", cost ${c:.4}")).unwrap_or_default();
+            out.push_str(&format!("Tokens: {tokens}{cost}\n"));
+        }
+        if !running {
+            if let Some(reason) = &f.reason {
+                out.push_str(&format!("Reason: {reason}\n"));
+            }
+        }
+        if let Some(error) = &f.last_error {
+            out.push_str(&format!("Last error: {}\n", error.lines().next().unwrap_or("")));
+        }
+        if self.crashed() || matches!(f.status, RunState::Stopped) && !running {
+            out.push_str("Hint: run 'rasen resume' (or 'rasen resume --background') to continue\n");
+        }
+        out
+    }
+
+    /// Seconds the run has been going (running) or went on (finished).
+    fn elapsed(&self, f: &StatusFile) -> Option<i64> {
+        let started = crate::clock::parse_iso(f.started_at.as_deref()?)?;
+        let end = match self.liveness {
+            Liveness::Running { .. } => self.now,
+            _ => crate::clock::parse_iso(f.last_activity.as_deref()?)?,
+        };
+        Some((end - started).max(0))
+    }
+
+    pub fn to_json(&self) -> String {
+        let f = self.file.clone().unwrap_or_else(StatusFile::initialized);
+        let report = JsonReport {
+            running: matches!(self.liveness, Liveness::Running { .. }),
+            state: self.state(),
+            stale_pid_file: matches!(self.liveness, Liveness::Stale { .. }),
+            status: self.file.as_ref().map(|f| f.status.as_str().to_string()),
+            reason: f.reason.clone(),
+            pid: self.pid(),
+            iteration: f.iteration,
+            phase: f.phase.clone(),
+            subtask_id: f.subtask_id.clone(),
+            subtask_description: f.subtask_description.clone(),
+            completed_subtasks: f.completed_subtasks,
+            total_subtasks: f.total_subtasks,
+            total_commits: f.total_commits,
+            started_at: f.started_at.clone(),
+            last_activity: f.last_activity.clone(),
+            elapsed_seconds: self.elapsed(&f),
+            waiting_until: f.waiting_until.clone(),
+            last_error: f.last_error.clone(),
+            tokens: f.tokens,
+            input_tokens: f.input_tokens,
+            output_tokens: f.output_tokens,
+            cost_usd: f.cost_usd,
+            agent_pid: f.agent_pid,
+        };
+        crate::store::to_pretty_json(&report)
+    }
+}
+
+/// `[########------------] 40%`
+fn progress_bar(done: u64, total: u64) -> String {
+    const WIDTH: u64 = 20;
+    let filled = if total == 0 { 0 } else { (done.min(total) * WIDTH) / total };
+    let percent = if total == 0 { 0 } else { done.min(total) * 100 / total };
+    format!("[{}{}] {percent}%", "#".repeat(filled as usize), "-".repeat((WIDTH - filled) as usize))
 }
