@@ -110,6 +110,8 @@ struct RejectedLimit {
 const SHORT: usize = 200;
 /// The most of one assistant message that goes to the log.
 const MAX_LOGGED_TEXT: usize = 64 * 1024;
+/// The most of one text line that is logged and scanned.
+pub const MAX_TEXT_LINE: usize = 64 * 1024;
 
 impl Default for StreamReader {
     fn default() -> StreamReader {
@@ -161,11 +163,11 @@ impl StreamReader {
     pub fn read_json_line(&mut self, line: &str) -> Reading {
         let trimmed = line.trim();
         if !trimmed.starts_with('{') {
-            return self.read_text_line(line);
+            return self.read_text_line(line, 0);
         }
         let value: Value = match json::from_str(trimmed) {
             Ok(value @ Value::Object(_)) => value,
-            _ => return self.read_text_line(line),
+            _ => return self.read_text_line(line, 0),
         };
         match str_field(&value, "type").unwrap_or("") {
             "assistant" => self.read_assistant(&value),
@@ -181,13 +183,21 @@ impl StreamReader {
     }
 
     /// Reads one line of plain text (stderr, or a non-JSON stdout line, or
-    /// any line of a text backend): logged and scanned as it is, and
-    /// checked for a usage-limit message and for Claude's root refusal.
-    pub fn read_text_line(&mut self, line: &str) -> Reading {
-        let text = line.trim_end();
+    /// any line of a text backend): its first [`MAX_TEXT_LINE`] bytes are
+    /// logged and scanned, and checked for a usage-limit message and for
+    /// Claude's root refusal. `more_bytes` were cut off before it came
+    /// here; the log line says how many bytes in all were left out.
+    pub fn read_text_line(&mut self, line: &str, more_bytes: u64) -> Reading {
+        let line = line.trim_end();
+        let text = clip(line, MAX_TEXT_LINE);
         self.note_limit_message(text);
         self.note_root_refusal(text);
-        Reading { log_lines: vec![text.to_string()], scan_text: vec![text.to_string()] }
+        let left_out = more_bytes + (line.len() - text.len()) as u64;
+        let logged = match left_out {
+            0 => text.to_string(),
+            n => format!("{text} … ({n} more bytes)"),
+        };
+        Reading { log_lines: vec![logged], scan_text: vec![text.to_string()] }
     }
 
     fn read_assistant(&mut self, value: &Value) -> Reading {
@@ -1232,9 +1242,24 @@ mod tests {
     }
 
     #[test]
+    fn long_text_lines_are_clipped_with_a_note() {
+        let mut reader = StreamReader::new();
+        let line = "é".repeat(MAX_TEXT_LINE); // two bytes each
+        let reading = reader.read_text_line(&line, 10);
+        let shown = "é".repeat(MAX_TEXT_LINE / 2);
+        assert_eq!(reading.log_lines, [format!("{shown} … ({} more bytes)", MAX_TEXT_LINE + 10)]);
+        assert_eq!(reading.scan_text, [shown]);
+        let reading = reader.read_json_line(&format!("{{not json{}", "x".repeat(MAX_TEXT_LINE)));
+        assert!(reading.log_lines[0].ends_with(" … (9 more bytes)"));
+    }
+
+    #[test]
     fn root_refusal_is_recognized_on_a_text_line() {
         let mut reader = StreamReader::new();
-        reader.read_text_line("--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons");
+        reader.read_text_line(
+            "--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons",
+            0,
+        );
         assert!(reader.root_refusal());
         let mut reader = StreamReader::new();
         reader.read_json_line(
