@@ -151,7 +151,8 @@ pub fn run_session(req: &SessionRequest, on_spawn: &mut dyn FnMut(i32)) -> Resul
 /// The executable `command` names: a path when it contains `/` (relative to
 /// the current directory), otherwise the first match in `$PATH`.
 pub fn find_executable(command: &str) -> Option<PathBuf> {
-    find_executable_in(command, Path::new("."), std::env::var_os("PATH").as_deref())
+    // Joined onto "", a relative name stays as written ("./agent").
+    find_executable_in(command, Path::new(""), std::env::var_os("PATH").as_deref())
 }
 
 /// `command` as the agent started in `cwd` would find it, as an absolute
@@ -1080,8 +1081,9 @@ echo 'some stderr' >&2"#,
             None
         );
         assert_eq!(find_executable("./Cargo.toml"), None);
-        let dir = Path::new("/bin");
-        assert_eq!(find_executable_in("./sh", dir, None), Some(dir.join("./sh")));
+        let sh_dir = sh.parent().unwrap();
+        let relative = format!("./{}", sh.file_name().unwrap().to_str().unwrap());
+        assert_eq!(find_executable_in(&relative, sh_dir, None), Some(sh_dir.join(&relative)));
         let found = resolve_agent_command("sh", Path::new("/")).unwrap();
         assert!(found.is_absolute());
     }
