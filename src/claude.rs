@@ -1,1 +1,1439 @@
-//! (to be written)
+//! Claude Code's side of the agent protocol: the command line rasen runs
+//! (`claude -p --verbose --output-format stream-json …`) and the reading of
+//! its output, one line at a time, into what rasen needs: a readable line
+//! for the log, the text to scan for events, the last `result` (usage,
+//! cost, failure), a usage limit with its reset time, and Claude's refusal
+//! to run as root.
+//!
+//! Only the agent's own words are handed out for event scanning: the text
+//! blocks of top-level `assistant` lines (`parent_tool_use_id` null or
+//! absent) and lines that are not JSON. Never tool results or user
+//! content, which may quote anything, including `<event …>` tags. The last
+//! `result` line's text is scanned too, by the caller, once the session is
+//! over (it repeats the final assistant text, so callers de-duplicate).
+//!
+//! This module never starts processes and never touches the disk except to
+//! read a time-zone file when a limit message names a zone.
+
+use std::path::Path;
+
+use miniserde::json::{self, Number, Value};
+
+use crate::clock;
+
+/// `[command, -p, --verbose, --output-format, stream-json,
+/// --permission-mode, bypassPermissions, (--model M), extra…]`. The prompt
+/// is not here: it goes to stdin, so that it does not show in `ps`.
+pub fn claude_argv(command: &str, model: &str, extra: &[String]) -> Vec<String> {
+    let mut argv: Vec<String> = [
+        command,
+        "-p",
+        "--verbose", // stream-json with --print requires it (CLI ≥ 2.1.22)
+        "--output-format",
+        "stream-json",
+        "--permission-mode",
+        "bypassPermissions",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if !model.trim().is_empty() {
+        argv.push("--model".to_string());
+        argv.push(model.trim().to_string());
+    }
+    argv.extend(extra.iter().cloned());
+    argv
+}
+
+/// The last `result` line of a session.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResultInfo {
+    pub is_error: bool,
+    pub subtype: String,
+    /// The `result` text, or when absent the `errors` joined with "; ".
+    pub text: String,
+    /// Every input token the model read: fresh input plus cache creation
+    /// plus cache reads (all of them fill the context; `cost_usd` is what
+    /// prices them).
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// `total_cost_usd`; 0 when absent or not a finite non-negative number.
+    pub cost_usd: f64,
+}
+
+impl ResultInfo {
+    /// `is_error: true`, or a subtype other than "success" (the old
+    /// `error_max_turns` shape has `is_error: false`).
+    pub fn failed(&self) -> bool {
+        self.is_error || self.subtype != "success"
+    }
+}
+
+/// Claude said the account's usage limit is reached.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UsageLimit {
+    pub message: String,
+    /// Seconds since the epoch when the limit resets, when that is known:
+    /// from `resetsAt`, from `…|1753441200`, or from a wall-clock time such
+    /// as `resets 1pm (Europe/Lisbon)` resolved with the system's zone files.
+    pub resets_at: Option<i64>,
+}
+
+/// What one line of output gives the caller.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Reading {
+    /// Readable lines for the log (not megabytes of JSON).
+    pub log_lines: Vec<String>,
+    /// The agent's own text, to scan for events.
+    pub scan_text: Vec<String>,
+}
+
+/// Reads one session's output, line by line, and remembers what matters.
+#[derive(Debug)]
+pub struct StreamReader {
+    result: Option<ResultInfo>,
+    root_refusal: bool,
+    limit_message: Option<UsageLimit>,
+    limit_event: Option<RejectedLimit>,
+    /// The clock used to resolve "resets 1pm" (a field so tests can fix it).
+    now: fn() -> i64,
+}
+
+/// A `rate_limit_event` with status `rejected`.
+#[derive(Clone, Debug)]
+struct RejectedLimit {
+    kind: String,
+    resets_at: Option<i64>,
+}
+
+/// The longest tool detail, result excerpt… shown on one log line.
+const SHORT: usize = 200;
+/// The most of one assistant message that goes to the log.
+const MAX_LOGGED_TEXT: usize = 64 * 1024;
+/// The most of one text line that is logged and scanned.
+pub const MAX_TEXT_LINE: usize = 64 * 1024;
+
+impl Default for StreamReader {
+    fn default() -> StreamReader {
+        StreamReader {
+            result: None,
+            root_refusal: false,
+            limit_message: None,
+            limit_event: None,
+            now: clock::now_secs,
+        }
+    }
+}
+
+impl StreamReader {
+    pub fn new() -> StreamReader {
+        StreamReader::default()
+    }
+
+    /// The last `result` line seen.
+    pub fn result(&self) -> Option<&ResultInfo> {
+        self.result.as_ref()
+    }
+
+    /// True once Claude refused `bypassPermissions` because it runs as root.
+    pub fn root_refusal(&self) -> bool {
+        self.root_refusal
+    }
+
+    /// The usage limit, if one was seen: the message Claude printed (or a
+    /// description of the `rate_limit_event`), with the exact `resetsAt` of
+    /// a rejected `rate_limit_event` preferred over a time read from text.
+    pub fn usage_limit(&self) -> Option<UsageLimit> {
+        match (&self.limit_message, &self.limit_event) {
+            (Some(text), Some(event)) => Some(UsageLimit {
+                message: text.message.clone(),
+                resets_at: event.resets_at.or(text.resets_at),
+            }),
+            (Some(text), None) => Some(text.clone()),
+            (None, Some(event)) => Some(UsageLimit {
+                message: format!("usage limit reached ({})", event.kind),
+                resets_at: event.resets_at,
+            }),
+            (None, None) => None,
+        }
+    }
+
+    /// Reads one stdout line of `--output-format stream-json`. A line that
+    /// is not a JSON object is text.
+    pub fn read_json_line(&mut self, line: &str) -> Reading {
+        let trimmed = line.trim();
+        if !trimmed.starts_with('{') {
+            return self.read_text_line(line, 0);
+        }
+        let value: Value = match json::from_str(trimmed) {
+            Ok(value @ Value::Object(_)) => value,
+            _ => return self.read_text_line(line, 0),
+        };
+        match str_field(&value, "type").unwrap_or("") {
+            "assistant" => self.read_assistant(&value),
+            "user" => read_user(&value),
+            "result" => self.read_result(&value),
+            "system" => read_system(&value),
+            "rate_limit_event" => self.read_rate_limit_event(&value),
+            other => {
+                let kind = if other.is_empty() { "json" } else { other };
+                log_only(format!("{kind}: {}", one_line(trimmed, SHORT)))
+            }
+        }
+    }
+
+    /// Reads one line of plain text (stderr, or a non-JSON stdout line, or
+    /// any line of a text backend): its first [`MAX_TEXT_LINE`] bytes are
+    /// logged and scanned, and checked for a usage-limit message and for
+    /// Claude's root refusal. `more_bytes` were cut off before it came
+    /// here; the log line says how many bytes in all were left out.
+    pub fn read_text_line(&mut self, line: &str, more_bytes: u64) -> Reading {
+        let line = line.trim_end();
+        let text = clip(line, MAX_TEXT_LINE);
+        self.note_limit_message(text);
+        self.note_root_refusal(text);
+        let left_out = more_bytes + (line.len() - text.len()) as u64;
+        let logged = match left_out {
+            0 => text.to_string(),
+            n => format!("{text} … ({n} more bytes)"),
+        };
+        Reading { log_lines: vec![logged], scan_text: vec![text.to_string()] }
+    }
+
+    fn read_assistant(&mut self, value: &Value) -> Reading {
+        let top_level = matches!(field(value, "parent_tool_use_id"), None | Some(Value::Null));
+        let who = if top_level { "" } else { "[subagent] " };
+        let message = field(value, "message");
+        // Claude reports API errors (a usage limit among them) as a
+        // synthetic assistant message; only those are checked for limits,
+        // so that the agent discussing limits in its own words is not one.
+        let api_error = field(value, "error").is_some()
+            || bool_field(value, "is_api_error_message") == Some(true)
+            || message.and_then(|m| str_field(m, "model")) == Some("<synthetic>");
+        let mut reading = Reading::default();
+        for block in content_blocks(message) {
+            match block {
+                Block::Text(text) => {
+                    if top_level {
+                        reading.scan_text.push(text.to_string());
+                        if api_error {
+                            self.note_limit_message(text);
+                        }
+                    }
+                    push_text_lines(&mut reading.log_lines, who, text);
+                }
+                Block::Other(block) => match str_field(block, "type").unwrap_or("") {
+                    "tool_use" => reading.log_lines.push(format!("{who}{}", tool_use_line(block))),
+                    "thinking" | "redacted_thinking" => {} // private reasoning, not logged
+                    other => reading.log_lines.push(format!("{who}[{other}]")),
+                },
+            }
+        }
+        reading
+    }
+
+    fn read_result(&mut self, value: &Value) -> Reading {
+        let usage = field(value, "usage");
+        let info = ResultInfo {
+            is_error: bool_field(value, "is_error").unwrap_or(false),
+            subtype: str_field(value, "subtype").unwrap_or("").to_string(),
+            text: result_text(value),
+            input_tokens: usage.map(input_tokens).unwrap_or(0),
+            output_tokens: usage.map(|u| u64_field(u, "output_tokens")).unwrap_or(0),
+            cost_usd: f64_field(value, "total_cost_usd")
+                .filter(|c| c.is_finite() && *c >= 0.0)
+                .unwrap_or(0.0),
+        };
+        self.note_limit_message(&info.text);
+        self.note_root_refusal(&info.text);
+        let line = result_line(value, &info);
+        self.result = Some(info);
+        log_only(line)
+    }
+
+    fn read_rate_limit_event(&mut self, value: &Value) -> Reading {
+        let info = field(value, "rate_limit_info");
+        let status = info.and_then(|i| str_field(i, "status")).unwrap_or("?");
+        let kind = info.and_then(|i| str_field(i, "rateLimitType")).unwrap_or("unknown");
+        let resets_at = info.and_then(|i| field(i, "resetsAt")).and_then(epoch_seconds);
+        if status == "rejected" {
+            self.limit_event = Some(RejectedLimit { kind: kind.to_string(), resets_at });
+        }
+        let resets = resets_at.map(|t| format!(", resets {}", clock::format_iso(t)));
+        log_only(format!("rate limit {status} ({kind}){}", resets.unwrap_or_default()))
+    }
+
+    fn note_limit_message(&mut self, text: &str) {
+        if self.limit_message.is_some() {
+            return;
+        }
+        self.limit_message = text.lines().find_map(|line| parse_limit_message(line, (self.now)()));
+    }
+
+    fn note_root_refusal(&mut self, text: &str) {
+        if text.lines().any(is_root_refusal) {
+            self.root_refusal = true;
+        }
+    }
+}
+
+// --- JSON access -----------------------------------------------------------
+
+fn field<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
+    match value {
+        Value::Object(object) => object.get(key),
+        _ => None,
+    }
+}
+
+fn str_field<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
+    match field(value, key)? {
+        Value::String(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn bool_field(value: &Value, key: &str) -> Option<bool> {
+    match field(value, key)? {
+        Value::Bool(b) => Some(*b),
+        _ => None,
+    }
+}
+
+fn f64_field(value: &Value, key: &str) -> Option<f64> {
+    match field(value, key)? {
+        Value::Number(Number::U64(n)) => Some(*n as f64),
+        Value::Number(Number::I64(n)) => Some(*n as f64),
+        Value::Number(Number::F64(n)) => Some(*n),
+        _ => None,
+    }
+}
+
+/// A count: 0 when absent, negative or not a number.
+fn u64_field(value: &Value, key: &str) -> u64 {
+    match field(value, key) {
+        Some(Value::Number(Number::U64(n))) => *n,
+        Some(Value::Number(Number::I64(n))) => (*n).max(0) as u64,
+        Some(Value::Number(Number::F64(n))) if n.is_finite() && *n >= 0.0 => *n as u64,
+        _ => 0,
+    }
+}
+
+/// `resetsAt`: seconds since the epoch (milliseconds are tolerated).
+fn epoch_seconds(value: &Value) -> Option<i64> {
+    let n = match value {
+        Value::Number(Number::U64(n)) => i64::try_from(*n).ok()?,
+        Value::Number(Number::I64(n)) => *n,
+        Value::Number(Number::F64(n)) if n.is_finite() => *n as i64,
+        _ => return None,
+    };
+    plausible_epoch(n)
+}
+
+fn plausible_epoch(n: i64) -> Option<i64> {
+    match n {
+        1_000_000_000..=99_999_999_999 => Some(n),
+        1_000_000_000_000..=99_999_999_999_999 => Some(n / 1000),
+        _ => None,
+    }
+}
+
+fn input_tokens(usage: &Value) -> u64 {
+    ["input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"]
+        .iter()
+        .map(|key| u64_field(usage, key))
+        .fold(0u64, u64::saturating_add)
+}
+
+fn result_text(value: &Value) -> String {
+    if let Some(text) = str_field(value, "result") {
+        return text.to_string();
+    }
+    match field(value, "errors") {
+        Some(Value::Array(errors)) => errors
+            .iter()
+            .filter_map(|e| match e {
+                Value::String(s) => Some(s.as_str()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => String::new(),
+    }
+}
+
+enum Block<'a> {
+    Text(&'a str),
+    Other(&'a Value),
+}
+
+/// The blocks of `message.content` (a string counts as one text block).
+fn content_blocks(message: Option<&Value>) -> Vec<Block<'_>> {
+    match message.and_then(|m| field(m, "content")) {
+        Some(Value::String(text)) => vec![Block::Text(text)],
+        Some(Value::Array(blocks)) => blocks
+            .iter()
+            .map(|block| match (str_field(block, "type"), str_field(block, "text")) {
+                (Some("text"), Some(text)) => Block::Text(text),
+                _ => Block::Other(block),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+// --- log lines -------------------------------------------------------------
+
+fn log_only(line: String) -> Reading {
+    Reading { log_lines: vec![line], scan_text: Vec::new() }
+}
+
+/// The assistant's text, one log line per line of text, at most
+/// [`MAX_LOGGED_TEXT`] bytes of it.
+fn push_text_lines(log_lines: &mut Vec<String>, who: &str, text: &str) {
+    let shown = clip(text, MAX_LOGGED_TEXT);
+    for line in shown.lines().filter(|l| !l.trim().is_empty()) {
+        log_lines.push(format!("{who}{line}"));
+    }
+    if shown.len() < text.len() {
+        log_lines.push(format!("{who}… ({} more bytes)", text.len() - shown.len()));
+    }
+}
+
+/// `tool Bash: ls -la`: the tool's name and the input field that says
+/// what it does.
+fn tool_use_line(block: &Value) -> String {
+    let name = str_field(block, "name").unwrap_or("?");
+    let input = field(block, "input");
+    let detail =
+        ["command", "file_path", "path", "pattern", "url", "query", "description", "prompt"]
+            .iter()
+            .find_map(|key| input.and_then(|i| str_field(i, key)));
+    match detail {
+        Some(detail) => format!("tool {name}: {}", one_line(detail, SHORT)),
+        None => format!("tool {name}"),
+    }
+}
+
+fn read_user(value: &Value) -> Reading {
+    let top_level = matches!(field(value, "parent_tool_use_id"), None | Some(Value::Null));
+    let who = if top_level { "" } else { "[subagent] " };
+    let mut reading = Reading::default();
+    for block in content_blocks(field(value, "message")) {
+        let line = match block {
+            Block::Text(text) => format!("{who}user: {}", one_line(text, SHORT)),
+            Block::Other(block) if str_field(block, "type") == Some("tool_result") => {
+                let outcome =
+                    if bool_field(block, "is_error") == Some(true) { "error" } else { "result" };
+                format!("{who}tool {outcome}: {}", one_line(&tool_result_text(block), SHORT))
+            }
+            Block::Other(block) => format!("{who}[{}]", str_field(block, "type").unwrap_or("?")),
+        };
+        reading.log_lines.push(line);
+    }
+    reading
+}
+
+fn tool_result_text(block: &Value) -> String {
+    let blocks = content_blocks(Some(block));
+    let texts: Vec<&str> = blocks
+        .iter()
+        .filter_map(|b| match b {
+            Block::Text(text) => Some(*text),
+            Block::Other(_) => None,
+        })
+        .collect();
+    texts.join(" ")
+}
+
+fn read_system(value: &Value) -> Reading {
+    let subtype = str_field(value, "subtype").unwrap_or("?");
+    let text = |key| str_field(value, key).unwrap_or("?");
+    let line = match subtype {
+        "init" => format!(
+            "session started: model {}, Claude Code {}, permission mode {}",
+            text("model"),
+            text("claude_code_version"),
+            text("permissionMode")
+        ),
+        "api_retry" => format!(
+            "API retry {}/{}: {} (HTTP {}), next try in {:.1} s",
+            u64_field(value, "attempt"),
+            u64_field(value, "max_retries"),
+            text("error"),
+            u64_field(value, "error_status"),
+            f64_field(value, "retry_delay_ms").unwrap_or(0.0) / 1000.0
+        ),
+        _ => {
+            let detail = ["summary", "description", "status"]
+                .iter()
+                .find_map(|key| str_field(value, key))
+                .map(|d| format!(": {}", one_line(d, SHORT)));
+            format!("system {subtype}{}", detail.unwrap_or_default())
+        }
+    };
+    log_only(line)
+}
+
+/// `result: success · 2 turns · 8.7 s · 42339 tokens in / 424 out · $0.2472`,
+/// with the text when the session failed.
+fn result_line(value: &Value, info: &ResultInfo) -> String {
+    let mut line = format!("result: {}", if info.subtype.is_empty() { "?" } else { &info.subtype });
+    if info.is_error {
+        line.push_str(" (error)");
+    }
+    if field(value, "num_turns").is_some() {
+        line.push_str(&format!(" · {} turns", u64_field(value, "num_turns")));
+    }
+    if let Some(ms) = f64_field(value, "duration_ms") {
+        line.push_str(&format!(" · {:.1} s", ms / 1000.0));
+    }
+    line.push_str(&format!(
+        " · {} tokens in / {} out · ${:.4}",
+        info.input_tokens, info.output_tokens, info.cost_usd
+    ));
+    if info.failed() && !info.text.is_empty() {
+        line.push_str(&format!(": {}", one_line(&info.text, SHORT)));
+    }
+    line
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a
+/// character boundary.
+pub fn clip(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// The first non-blank line of `text`, at most `max` bytes, with `…` when
+/// something was left out.
+fn one_line(text: &str, max: usize) -> String {
+    let trimmed = text.trim();
+    let first = trimmed.lines().next().unwrap_or("");
+    let shown = clip(first, max);
+    if shown.len() < trimmed.len() {
+        format!("{shown} …")
+    } else {
+        shown.to_string()
+    }
+}
+
+// --- usage limits and root refusal ----------------------------------------
+
+/// Claude's refusal to run `bypassPermissions` as root, as printed on
+/// stderr: `--dangerously-skip-permissions cannot be used with root/sudo
+/// privileges for security reasons`. Long lines (someone quoting it in a
+/// paragraph) do not count.
+pub fn is_root_refusal(line: &str) -> bool {
+    line.len() < 400 && line.contains("cannot be used with root/sudo privileges")
+}
+
+/// Recognizes one line of a Claude usage-limit message (see
+/// `tests/fixtures/claude/claude-rate-limit.txt`) and works out when the
+/// limit resets, relative to `now`. The line must start with the message
+/// (after an optional `Error:`/`API Error:`), and be short, so that text
+/// merely mentioning limits is not taken for one.
+pub fn parse_limit_message(line: &str, now: i64) -> Option<UsageLimit> {
+    let message = strip_error_prefix(line.trim());
+    if !is_limit_message(message) {
+        return None;
+    }
+    let resets_at = epoch_after_pipe(message).or_else(|| reset_wall_time(message, now));
+    Some(UsageLimit { message: message.to_string(), resets_at })
+}
+
+fn strip_error_prefix(mut text: &str) -> &str {
+    for prefix in ["api error:", "error:"] {
+        if text.len() >= prefix.len()
+            && text.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+        {
+            text = text[prefix.len()..].trim_start();
+        }
+    }
+    text
+}
+
+fn is_limit_message(message: &str) -> bool {
+    if message.len() > 300 {
+        return false;
+    }
+    let lower = message.to_lowercase().replace('\u{2019}', "'");
+    if ["claude ai usage limit reached", "claude usage limit reached", "you're out of extra usage"]
+        .iter()
+        .any(|p| lower.starts_with(p))
+    {
+        return true;
+    }
+    // "You've hit your limit", "… your session limit", "… your weekly limit"
+    if let Some(rest) = lower.strip_prefix("you've hit your ") {
+        return rest.split_whitespace().take(3).any(|w| w.starts_with("limit"));
+    }
+    // "5-hour limit reached ∙ resets 3am", "Weekly limit reached ∙ resets 5am"
+    match lower.find("limit reached") {
+        Some(at) => {
+            at <= 24
+                && lower[..at].chars().all(|c| c.is_alphanumeric() || c == ' ' || c == '-')
+                && lower.contains("reset")
+        }
+        None => false,
+    }
+}
+
+/// `Claude AI usage limit reached|1753441200` → 1753441200.
+fn epoch_after_pipe(message: &str) -> Option<i64> {
+    let digits: String =
+        message.split_once('|')?.1.trim().chars().take_while(char::is_ascii_digit).collect();
+    plausible_epoch(digits.parse().ok()?)
+}
+
+/// A reset time written as a wall-clock time: `resets 1pm (Europe/Lisbon)`,
+/// `resets 11:10pm (UTC)`, `resets Feb 7, 11am (Asia/Seoul)`, `resets 3am`
+/// (the machine's zone), `will reset at 3pm (America/Bogota)`.
+fn reset_wall_time(message: &str, now: i64) -> Option<i64> {
+    let lower = message.to_ascii_lowercase(); // same byte offsets as `message`
+    let start = ["resets ", "reset at "]
+        .iter()
+        .find_map(|word| lower.find(word).map(|at| at + word.len()))?;
+    let spec = parse_reset_spec(&message[start..])?;
+    resolve_reset(&spec, now)
+}
+
+#[derive(Debug, PartialEq)]
+struct ResetSpec {
+    month_day: Option<(i64, i64)>,
+    hour: i64,
+    minute: i64,
+    zone: Option<String>,
+}
+
+/// Parses `[at] [Mon D,] H[:MM][am|pm] [(Zone)]`.
+fn parse_reset_spec(text: &str) -> Option<ResetSpec> {
+    let mut cursor = Cursor { text, pos: 0 };
+    cursor.skip_spaces();
+    cursor.eat_word("at");
+    let month_day = cursor.month_day();
+    let mut hour = cursor.number()?;
+    let minute = if cursor.eat(":") { cursor.number()? } else { 0 };
+    cursor.skip_spaces();
+    if cursor.eat_word("am") || cursor.eat_word("a.m.") {
+        hour = if (1..=12).contains(&hour) { hour % 12 } else { return None };
+    } else if cursor.eat_word("pm") || cursor.eat_word("p.m.") {
+        hour = if (1..=12).contains(&hour) { hour % 12 + 12 } else { return None };
+    }
+    if hour > 23 || minute > 59 {
+        return None;
+    }
+    cursor.skip_spaces();
+    let zone = cursor.parenthesized().map(str::to_string);
+    Some(ResetSpec { month_day, hour, minute, zone })
+}
+
+struct Cursor<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    fn rest(&self) -> &str {
+        &self.text[self.pos..]
+    }
+
+    fn skip_spaces(&mut self) {
+        let rest = self.rest();
+        self.pos += rest.len() - rest.trim_start().len();
+    }
+
+    fn eat(&mut self, literal: &str) -> bool {
+        let found = self.rest().starts_with(literal);
+        if found {
+            self.pos += literal.len();
+        }
+        found
+    }
+
+    /// Eats `word` (any case) when it is not the start of a longer word.
+    fn eat_word(&mut self, word: &str) -> bool {
+        let rest = self.rest().as_bytes();
+        let matches = rest.len() >= word.len()
+            && rest[..word.len()].eq_ignore_ascii_case(word.as_bytes())
+            && !rest.get(word.len()).is_some_and(u8::is_ascii_alphabetic);
+        if matches {
+            self.pos += word.len();
+            self.skip_spaces();
+        }
+        matches
+    }
+
+    fn number(&mut self) -> Option<i64> {
+        let digits = self.rest().bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 4 {
+            return None;
+        }
+        let n = self.rest()[..digits].parse().ok()?;
+        self.pos += digits;
+        Some(n)
+    }
+
+    /// `Feb 7,` → (2, 7); nothing eaten when the text is not a date.
+    fn month_day(&mut self) -> Option<(i64, i64)> {
+        const MONTHS: [&str; 12] =
+            ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+        let start = self.pos;
+        let word_len = self.rest().bytes().take_while(u8::is_ascii_alphabetic).count();
+        let word = self.rest()[..word_len].to_ascii_lowercase();
+        let month = MONTHS.iter().position(|m| word_len >= 3 && word.starts_with(m))? as i64 + 1;
+        self.pos += word_len;
+        self.eat(".");
+        self.skip_spaces();
+        match self.number() {
+            Some(day) if (1..=31).contains(&day) => {
+                self.eat(",");
+                self.skip_spaces();
+                Some((month, day))
+            }
+            _ => {
+                self.pos = start;
+                None
+            }
+        }
+    }
+
+    fn parenthesized(&mut self) -> Option<&str> {
+        let inner = self.rest().strip_prefix('(')?;
+        let end = inner.find(')')?;
+        Some(inner[..end].trim())
+    }
+}
+
+/// How long after a wall-clock reset time the message may be seen and the
+/// time still be taken as today's (the message can lag, clocks can drift).
+const RESET_SLACK: i64 = 15 * 60;
+
+/// The next moment at or after `now` (less a little slack) that shows the
+/// spec's wall-clock time in its zone. `None` when the zone is unknown.
+fn resolve_reset(spec: &ResetSpec, now: i64) -> Option<i64> {
+    let zone = spec.zone.as_deref();
+    let offset_now = utc_offset(zone, now)?;
+    let local_now = now + offset_now;
+    let time_of_day = spec.hour * 3600 + spec.minute * 60;
+    let (year, month, day) = civil_date(local_now)?;
+    let local_reset = match spec.month_day {
+        Some((m, d)) => {
+            let this_year = day_start(year, m, d)? + time_of_day;
+            if this_year >= local_now - RESET_SLACK {
+                this_year
+            } else {
+                day_start(year + 1, m, d)? + time_of_day
+            }
+        }
+        None => {
+            let today = day_start(year, month, day)? + time_of_day;
+            if today >= local_now - RESET_SLACK {
+                today
+            } else {
+                today + 86_400
+            }
+        }
+    };
+    // The offset may differ at the reset time (a DST change in between).
+    let offset_then = utc_offset(zone, local_reset - offset_now).unwrap_or(offset_now);
+    Some(local_reset - offset_then)
+}
+
+fn civil_date(secs: i64) -> Option<(i64, i64, i64)> {
+    let iso = clock::format_iso(secs);
+    Some((
+        iso.get(0..4)?.parse().ok()?,
+        iso.get(5..7)?.parse().ok()?,
+        iso.get(8..10)?.parse().ok()?,
+    ))
+}
+
+fn day_start(year: i64, month: i64, day: i64) -> Option<i64> {
+    clock::parse_iso(&format!("{year:04}-{month:02}-{day:02}T00:00:00Z"))
+}
+
+// --- time zones ------------------------------------------------------------
+//
+// A limit message names its zone as Claude saw it ("Europe/Lisbon"), or none
+// (the machine's). The offset comes from the system's TZif files
+// (/usr/share/zoneinfo, or $TZDIR), read directly: no dependency, no setenv.
+// A time after a file's last transition (a "slim" file's future) takes the
+// last transition's offset, which is right for zones without daylight saving
+// and at most an hour off otherwise. Without zone files only UTC is known.
+
+/// Seconds east of UTC in `zone` (None: the machine's zone) at `at`.
+fn utc_offset(zone: Option<&str>, at: i64) -> Option<i64> {
+    match zone {
+        Some(name) if is_utc_name(name) => Some(0),
+        Some(name) if is_safe_zone_name(name) => tzif_offset_at(&zoneinfo_dir().join(name), at),
+        Some(_) => None,
+        None => local_offset(at),
+    }
+}
+
+fn is_utc_name(name: &str) -> bool {
+    let name = name.strip_prefix("Etc/").unwrap_or(name);
+    ["UTC", "GMT", "UCT", "Z", "Zulu", "Universal", "UTC0", "GMT0", "Greenwich"]
+        .iter()
+        .any(|u| u.eq_ignore_ascii_case(name))
+}
+
+/// `Area/City` names only: no absolute paths, no `..`.
+fn is_safe_zone_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('/')
+        && name.bytes().all(|c| c.is_ascii_alphanumeric() || b"_+-/".contains(&c))
+        && name.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
+}
+
+fn zoneinfo_dir() -> std::path::PathBuf {
+    std::env::var_os("TZDIR")
+        .filter(|d| !d.is_empty())
+        .map(Into::into)
+        .unwrap_or_else(|| "/usr/share/zoneinfo".into())
+}
+
+/// The machine's zone: `$TZ` when it names a zone (or a file), else
+/// `/etc/localtime`.
+fn local_offset(at: i64) -> Option<i64> {
+    match std::env::var("TZ") {
+        Ok(tz) => {
+            let tz = tz.strip_prefix(':').unwrap_or(&tz);
+            if tz.is_empty() || is_utc_name(tz) {
+                Some(0)
+            } else if tz.starts_with('/') {
+                tzif_offset_at(Path::new(tz), at)
+            } else if is_safe_zone_name(tz) {
+                tzif_offset_at(&zoneinfo_dir().join(tz), at)
+            } else {
+                None // a POSIX rule string such as "CET-1CEST": not read here
+            }
+        }
+        Err(_) => tzif_offset_at(Path::new("/etc/localtime"), at),
+    }
+}
+
+/// The UTC offset in force at `at` according to a TZif file (RFC 8536),
+/// using the 64-bit data of version 2+ files.
+fn tzif_offset_at(path: &Path, at: i64) -> Option<i64> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_file() || meta.len() > 1 << 20 {
+        return None;
+    }
+    let data = std::fs::read(path).ok()?;
+    let v1 = TzifHeader::read(&data, 0)?;
+    let (header, block, time_size) = if v1.version >= b'2' {
+        let start = 44 + v1.block_len(4);
+        (TzifHeader::read(&data, start)?, start + 44, 8)
+    } else {
+        (v1, 44, 4)
+    };
+    let times = block;
+    let indices = times + header.time_count * time_size;
+    let types = indices + header.time_count;
+    let mut kind = 0usize; // before the first transition: the first type
+    for i in 0..header.time_count {
+        let time = match time_size {
+            8 => i64::from_be_bytes(data.get(times + 8 * i..times + 8 * i + 8)?.try_into().ok()?),
+            _ => i64::from(i32::from_be_bytes(
+                data.get(times + 4 * i..times + 4 * i + 4)?.try_into().ok()?,
+            )),
+        };
+        if time > at {
+            break;
+        }
+        kind = usize::from(*data.get(indices + i)?);
+    }
+    if kind >= header.type_count {
+        return None;
+    }
+    let offset = data.get(types + 6 * kind..types + 6 * kind + 4)?;
+    Some(i64::from(i32::from_be_bytes(offset.try_into().ok()?)))
+}
+
+struct TzifHeader {
+    version: u8,
+    ut_count: usize,
+    std_count: usize,
+    leap_count: usize,
+    time_count: usize,
+    type_count: usize,
+    char_count: usize,
+}
+
+impl TzifHeader {
+    fn read(data: &[u8], at: usize) -> Option<TzifHeader> {
+        let header = data.get(at..at + 44)?;
+        if &header[..4] != b"TZif" {
+            return None;
+        }
+        let count = |i: usize| -> Option<usize> {
+            let bytes: [u8; 4] = header.get(20 + 4 * i..24 + 4 * i)?.try_into().ok()?;
+            usize::try_from(u32::from_be_bytes(bytes)).ok()
+        };
+        Some(TzifHeader {
+            version: header[4],
+            ut_count: count(0)?,
+            std_count: count(1)?,
+            leap_count: count(2)?,
+            time_count: count(3)?,
+            type_count: count(4)?,
+            char_count: count(5)?,
+        })
+    }
+
+    /// The length of the data block that follows this header.
+    fn block_len(&self, time_size: usize) -> usize {
+        self.time_count * (time_size + 1)
+            + self.type_count * 6
+            + self.char_count
+            + self.leap_count * (time_size + 4)
+            + self.std_count
+            + self.ut_count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/claude/");
+
+    fn fixture(name: &str) -> String {
+        std::fs::read_to_string(format!("{FIXTURES}{name}")).unwrap()
+    }
+
+    /// A pretty-printed sample as the one stream-json line Claude writes.
+    fn as_one_line(pretty: &str) -> String {
+        pretty.lines().map(str::trim).collect::<Vec<_>>().join(" ")
+    }
+
+    /// 2026-01-27T18:45:00Z, a fixed "now" for reset times.
+    const NOW: i64 = 1_769_539_500;
+
+    fn fixed_now() -> i64 {
+        NOW
+    }
+
+    /// Replays stream-json lines; returns the reader and every reading.
+    fn replay(text: &str) -> (StreamReader, Reading) {
+        let mut reader = StreamReader { now: fixed_now, ..StreamReader::new() };
+        let mut all = Reading::default();
+        for line in text.lines() {
+            let reading = reader.read_json_line(line);
+            all.log_lines.extend(reading.log_lines);
+            all.scan_text.extend(reading.scan_text);
+        }
+        (reader, all)
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn argv_runs_claude_non_interactively_with_stream_json() {
+        assert_eq!(
+            claude_argv("claude", "", &[]),
+            strings(&[
+                "claude",
+                "-p",
+                "--verbose",
+                "--output-format",
+                "stream-json",
+                "--permission-mode",
+                "bypassPermissions"
+            ])
+        );
+        let argv = claude_argv("/opt/claude", "opus", &strings(&["--max-turns", "40"]));
+        assert_eq!(argv[0], "/opt/claude");
+        assert_eq!(argv[7..], strings(&["--model", "opus", "--max-turns", "40"]));
+    }
+
+    #[test]
+    fn argv_uses_only_flags_the_real_cli_documents() {
+        let help = fixture("claude-help-2.1.x.txt");
+        for flag in ["-p, --print", "--verbose", "--output-format", "--permission-mode", "--model"]
+        {
+            assert!(help.contains(flag), "{flag}");
+        }
+        assert!(help.contains("\"bypassPermissions\"") && help.contains("\"stream-json\""));
+    }
+
+    #[test]
+    fn stream_success_gives_text_tokens_cost_and_success() {
+        let (reader, reading) = replay(&fixture("claude-stream-success.jsonl"));
+        assert_eq!(reading.scan_text, strings(&["4"]));
+        let result = reader.result().unwrap();
+        assert_eq!(
+            *result,
+            ResultInfo {
+                is_error: false,
+                subtype: "success".into(),
+                text: "4".into(),
+                input_tokens: 10 + 21570,
+                output_tokens: 25,
+                cost_usd: 0.1354875,
+            }
+        );
+        assert!(!result.failed());
+        assert_eq!(reader.usage_limit(), None);
+        assert!(!reader.root_refusal());
+        assert_eq!(
+            reading.log_lines,
+            strings(&[
+                "session started: model claude-opus-4-5-20251101, Claude Code 2.1.7, permission mode acceptEdits",
+                "4",
+                "result: success · 1 turns · 2.4 s · 21580 tokens in / 25 out · $0.1355",
+            ])
+        );
+    }
+
+    #[test]
+    fn system_init_is_only_logged() {
+        let (reader, reading) = replay(&as_one_line(&fixture("claude-system-init.json")));
+        assert_eq!(
+            reading.log_lines,
+            strings(&["session started: model claude-opus-4-5-20251101, Claude Code 2.1.3, permission mode acceptEdits"])
+        );
+        assert!(reading.scan_text.is_empty());
+        assert!(reader.result().is_none());
+    }
+
+    #[test]
+    fn tool_use_is_logged_by_name_and_not_scanned() {
+        let (_, reading) = replay(&as_one_line(&fixture("claude-assistant-tooluse.json")));
+        assert_eq!(reading.log_lines, strings(&["tool Bash: ls -la"]));
+        assert!(reading.scan_text.is_empty());
+    }
+
+    #[test]
+    fn tool_results_are_logged_but_never_scanned() {
+        let (reader, reading) = replay(&as_one_line(&fixture("claude-user-toolresult.json")));
+        assert_eq!(reading.log_lines, strings(&["tool result: total 1976 …"]));
+        assert!(reading.scan_text.is_empty());
+        // Even when the tool output quotes an event or a limit message.
+        let line = r#"{"type":"user","message":{"role":"user","content":[{"type":"tool_result","content":"<event topic=\"build.done\">x</event>\nYou've hit your limit · resets 1pm (UTC)","tool_use_id":"t"}]},"parent_tool_use_id":null}"#;
+        let (reader2, reading) = replay(line);
+        assert!(reading.scan_text.is_empty());
+        assert_eq!(reader2.usage_limit(), None);
+        assert_eq!(reader.usage_limit(), None);
+    }
+
+    #[test]
+    fn result_success_counts_cache_tokens_as_input() {
+        let (reader, reading) = replay(&as_one_line(&fixture("claude-result-success.json")));
+        let result = reader.result().unwrap();
+        assert_eq!(result.input_tokens, 18 + 25067 + 17254);
+        assert_eq!(result.output_tokens, 424);
+        assert_eq!(result.cost_usd, 0.24722425);
+        assert_eq!(result.text, "Here are the files in the current directory.");
+        assert!(!result.failed());
+        assert_eq!(
+            reading.log_lines,
+            strings(&["result: success · 2 turns · 8.7 s · 42339 tokens in / 424 out · $0.2472"])
+        );
+        assert!(reading.scan_text.is_empty(), "the result text is scanned once, by the caller");
+    }
+
+    #[test]
+    fn old_max_turns_result_is_a_failure_despite_is_error_false() {
+        let (reader, _) = replay(&as_one_line(&fixture("claude-result-max-turns-2025-11.json")));
+        let result = reader.result().unwrap();
+        assert!(!result.is_error);
+        assert_eq!(result.subtype, "error_max_turns");
+        assert!(result.failed());
+        assert_eq!((result.input_tokens, result.output_tokens), (3 + 8999 + 14981, 456));
+        assert_eq!(result.cost_usd, 0.16741);
+        assert_eq!(result.text, "");
+    }
+
+    #[test]
+    fn new_max_turns_results_are_failures_with_the_errors_as_text() {
+        let (reader, reading) = replay(&fixture("claude-result-max-turns-2.1.x.jsonl"));
+        // The last result wins.
+        let last = reader.result().unwrap();
+        assert_eq!(
+            *last,
+            ResultInfo {
+                is_error: true,
+                subtype: "error_max_turns".into(),
+                text: "Reached maximum number of turns (1)".into(),
+                input_tokens: 0,
+                output_tokens: 0,
+                cost_usd: 0.0,
+            }
+        );
+        assert_eq!(
+            reading.log_lines,
+            strings(&[
+                "result: error_max_turns (error) · 41 turns · 284.0 s · 1649314 tokens in / 15946 out · $1.4021: Reached maximum number of turns (40)",
+                "result: error_max_turns (error) · 2 turns · 0 tokens in / 0 out · $0.0000: Reached maximum number of turns (1)",
+            ])
+        );
+        let (first, _) =
+            replay(fixture("claude-result-max-turns-2.1.x.jsonl").lines().next().unwrap());
+        let first = first.result().unwrap().clone();
+        assert_eq!((first.input_tokens, first.output_tokens), (2409 + 29104 + 1617801, 15946));
+        // miniserde does not round every float exactly: compare closely, not bit for bit.
+        assert!((first.cost_usd - 1.4020935000000005).abs() < 1e-12);
+    }
+
+    #[test]
+    fn rejected_rate_limit_event_is_a_limit_with_its_exact_reset() {
+        let (reader, reading) = replay(&fixture("claude-rate-limit-stream.jsonl"));
+        assert_eq!(
+            reader.usage_limit(),
+            Some(UsageLimit {
+                message: "You've hit your session limit · resets 6:30pm (UTC)".into(),
+                resets_at: Some(1_784_399_400),
+            })
+        );
+        let result = reader.result().unwrap();
+        assert!(result.is_error && result.failed());
+        assert_eq!(result.subtype, "success");
+        assert_eq!(result.text, "You've hit your session limit · resets 6:30pm (UTC)");
+        assert_eq!(
+            reading.log_lines[0],
+            "rate limit allowed_warning (five_hour), resets 2026-07-18T18:30:00Z"
+        );
+        assert_eq!(
+            reading.log_lines[1],
+            "rate limit rejected (five_hour), resets 2026-07-18T18:30:00Z"
+        );
+        // The synthetic assistant message is top-level text like any other.
+        assert_eq!(
+            reading.scan_text,
+            strings(&["You've hit your session limit · resets 6:30pm (UTC)"])
+        );
+    }
+
+    #[test]
+    fn allowed_warning_alone_is_not_a_limit() {
+        let first = fixture("claude-rate-limit-stream.jsonl").lines().next().unwrap().to_string();
+        let (reader, _) = replay(&first);
+        assert_eq!(reader.usage_limit(), None);
+        let (reader, _) = replay(&fixture("claude-stream-2.1.284-excerpt.jsonl"));
+        assert_eq!(reader.usage_limit(), None, "status allowed with overage rejected");
+    }
+
+    #[test]
+    fn rate_limit_event_without_text_still_reports_the_limit() {
+        let second = fixture("claude-rate-limit-stream.jsonl").lines().nth(1).unwrap().to_string();
+        let (reader, _) = replay(&second);
+        assert_eq!(
+            reader.usage_limit(),
+            Some(UsageLimit {
+                message: "usage limit reached (five_hour)".into(),
+                resets_at: Some(1_784_399_400)
+            })
+        );
+    }
+
+    #[test]
+    fn limit_hit_mid_run_is_found_in_the_result_and_synthetic_message() {
+        let (reader, reading) = replay(&fixture("claude-rate-limit-midrun.jsonl"));
+        let limit = reader.usage_limit().unwrap();
+        assert_eq!(limit.message, "You've hit your session limit · resets 11:10pm (UTC)");
+        // NOW is 18:45 UTC: the same day at 23:10.
+        assert_eq!(limit.resets_at, Some(NOW - (18 * 3600 + 45 * 60) + 23 * 3600 + 10 * 60));
+        let result = reader.result().unwrap();
+        assert_eq!(
+            *result,
+            ResultInfo {
+                is_error: true,
+                subtype: "success".into(),
+                text: "You've hit your session limit · resets 11:10pm (UTC)".into(),
+                input_tokens: 132 + 122537 + 6694041,
+                output_tokens: 52972,
+                cost_usd: 6.753610549999998,
+            }
+        );
+        assert_eq!(
+            reading.scan_text,
+            strings(&["You've hit your session limit · resets 11:10pm (UTC)"])
+        );
+        assert_eq!(
+            reading.log_lines[..3],
+            strings(&[
+                "system task_notification: Agent terminated early due to an API error: You've hit your session limit · resets 11:10pm (UTC)",
+                "tool error: Agent terminated early due to an API error: You've hit your session limit · resets 11:10pm (UTC)",
+                "You've hit your session limit · resets 11:10pm (UTC)",
+            ])
+        );
+    }
+
+    #[test]
+    fn limit_results_with_named_zones_are_limits() {
+        let (reader, _) = replay(&fixture("claude-rate-limit-result.jsonl"));
+        let limit = reader.usage_limit().unwrap();
+        // The first message seen is kept.
+        assert_eq!(limit.message, "You've hit your session limit · resets 12pm (America/New_York)");
+        if zoneinfo_dir().join("America/New_York").exists() {
+            // NOW is 13:45 in New York (EST, UTC-5): tomorrow 12:00 EST = 17:00 UTC.
+            assert_eq!(limit.resets_at, Some(NOW - (18 * 3600 + 45 * 60) + 86_400 + 17 * 3600));
+        }
+        let result = reader.result().unwrap();
+        assert_eq!(result.text, "You've hit your session limit · resets 11pm (Asia/Seoul)");
+        assert!(result.failed());
+        assert_eq!((result.input_tokens, result.output_tokens, result.cost_usd), (0, 0, 0.0));
+    }
+
+    #[test]
+    fn api_retry_is_not_a_limit() {
+        let (reader, reading) = replay(&fixture("claude-api-retry.jsonl"));
+        assert_eq!(reader.usage_limit(), None);
+        assert!(reader.result().is_none());
+        assert_eq!(
+            reading.log_lines,
+            strings(&["API retry 1/10: rate_limit (HTTP 429), next try in 0.6 s"])
+        );
+    }
+
+    #[test]
+    fn subagent_text_is_logged_but_not_scanned() {
+        let (reader, reading) = replay(&fixture("claude-stream-2.1.284-excerpt.jsonl"));
+        assert_eq!(reading.scan_text, strings(&["END"]));
+        assert!(reader.result().is_none(), "this capture stops before its result line");
+        assert_eq!(
+            reading.log_lines,
+            strings(&[
+                "system thinking_tokens",
+                "tool Agent: Run sleep and echo command",
+                "system task_started: Run sleep and echo command",
+                "[subagent] user: Run the bash command: sleep 20; echo agent-done …",
+                "tool Bash: sleep 15; echo bash-done",
+                "rate limit allowed (five_hour), resets 2026-09-29T10:40:00Z",
+                "system task_progress: Running Sleep for 20 seconds then output status message",
+                "[subagent] tool Bash: sleep 20; echo agent-done",
+                "tool result: bash-done",
+                "[subagent] tool result: agent-done",
+                "system task_updated",
+                "system task_notification: **Output:** …",
+                "END",
+            ])
+        );
+        let subagent_text = r#"{"type":"assistant","message":{"content":[{"type":"text","text":"<event topic=\"build.done\">sub</event>"}]},"parent_tool_use_id":"toolu_1"}"#;
+        let (_, reading) = replay(subagent_text);
+        assert!(reading.scan_text.is_empty());
+        assert_eq!(
+            reading.log_lines,
+            strings(&["[subagent] <event topic=\"build.done\">sub</event>"])
+        );
+    }
+
+    #[test]
+    fn stderr_and_other_text_lines_are_text() {
+        let (reader, reading) = replay(&fixture("claude-stderr-bg-ceiling.txt"));
+        let line = "Background tasks still running after 8s; terminating. Set CLAUDE_CODE_PRINT_BG_WAIT_CEILING_MS=0 to wait indefinitely.";
+        assert_eq!(reading.log_lines, strings(&[line]));
+        assert_eq!(reading.scan_text, strings(&[line]));
+        assert_eq!(reader.usage_limit(), None);
+        let (_, reading) = replay("{not json <event topic=\"x\">y</event>");
+        assert_eq!(reading.scan_text, strings(&["{not json <event topic=\"x\">y</event>"]));
+    }
+
+    #[test]
+    fn long_text_lines_are_clipped_with_a_note() {
+        let mut reader = StreamReader::new();
+        let line = "é".repeat(MAX_TEXT_LINE); // two bytes each
+        let reading = reader.read_text_line(&line, 10);
+        let shown = "é".repeat(MAX_TEXT_LINE / 2);
+        assert_eq!(reading.log_lines, [format!("{shown} … ({} more bytes)", MAX_TEXT_LINE + 10)]);
+        assert_eq!(reading.scan_text, [shown]);
+        let reading = reader.read_json_line(&format!("{{not json{}", "x".repeat(MAX_TEXT_LINE)));
+        assert!(reading.log_lines[0].ends_with(" … (9 more bytes)"));
+    }
+
+    #[test]
+    fn root_refusal_is_recognized_on_a_text_line() {
+        let mut reader = StreamReader::new();
+        reader.read_text_line(
+            "--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons",
+            0,
+        );
+        assert!(reader.root_refusal());
+        let mut reader = StreamReader::new();
+        reader.read_json_line(
+            r#"{"type":"assistant","message":{"content":[{"type":"text","text":"fine"}]}}"#,
+        );
+        assert!(!reader.root_refusal());
+    }
+
+    #[test]
+    fn every_limit_message_in_the_samples_is_recognized() {
+        let expected: [(&str, Option<i64>); 9] = [
+            ("You've hit your limit · resets 1pm (Europe/Lisbon)", None),
+            ("Claude AI usage limit reached|1753441200", Some(1_753_441_200)),
+            ("Claude AI usage limit reached|1750708800", Some(1_750_708_800)),
+            ("Claude usage limit reached. Your limit will reset at 3pm (America/Bogota).", None),
+            ("Weekly limit reached ∙ resets 5am", None),
+            ("You've hit your limit - resets Feb 7, 11am (Asia/Seoul)/login to switch to an API usage-billed account.", None),
+            ("You've hit your session limit · resets 11pm (America/New_York)", None),
+            ("You're out of extra usage · resets 9pm", None),
+            ("5-hour limit reached ∙ resets 3am", None),
+        ];
+        let text = fixture("claude-rate-limit.txt");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), expected.len());
+        for (line, (message, epoch)) in lines.iter().zip(expected) {
+            let limit =
+                parse_limit_message(line, NOW).unwrap_or_else(|| panic!("not a limit: {line}"));
+            assert_eq!(limit.message, message);
+            if epoch.is_some() {
+                assert_eq!(limit.resets_at, epoch, "{line}");
+            }
+        }
+    }
+
+    #[test]
+    fn wall_clock_reset_times_are_parsed() {
+        let spec = |s| parse_reset_spec(s).unwrap();
+        let at = |month_day, hour, minute, zone: Option<&str>| ResetSpec {
+            month_day,
+            hour,
+            minute,
+            zone: zone.map(str::to_string),
+        };
+        assert_eq!(spec("1pm (Europe/Lisbon)"), at(None, 13, 0, Some("Europe/Lisbon")));
+        assert_eq!(spec("11:10pm (UTC)"), at(None, 23, 10, Some("UTC")));
+        assert_eq!(spec("12am"), at(None, 0, 0, None));
+        assert_eq!(spec("12pm (America/New_York)"), at(None, 12, 0, Some("America/New_York")));
+        assert_eq!(
+            spec("Feb 7, 11am (Asia/Seoul)/login"),
+            at(Some((2, 7)), 11, 0, Some("Asia/Seoul"))
+        );
+        assert_eq!(spec("at 3pm (America/Bogota)."), at(None, 15, 0, Some("America/Bogota")));
+        assert_eq!(spec("17:30"), at(None, 17, 30, None));
+        assert_eq!(parse_reset_spec("soon"), None);
+        assert_eq!(parse_reset_spec("13pm"), None);
+    }
+
+    #[test]
+    fn wall_clock_resets_resolve_to_the_next_such_moment() {
+        let midnight = NOW - (18 * 3600 + 45 * 60); // 2026-01-27T00:00:00Z
+        let utc = |text| parse_limit_message(text, NOW).unwrap().resets_at;
+        assert_eq!(
+            utc("You've hit your limit · resets 11:10pm (UTC)"),
+            Some(midnight + 23 * 3600 + 600)
+        );
+        assert_eq!(
+            utc("You've hit your limit · resets 1pm (UTC)"),
+            Some(midnight + 86_400 + 13 * 3600)
+        );
+        // Seen a few minutes after the reset time: that time, not tomorrow.
+        assert_eq!(
+            utc("You've hit your limit · resets 6:40pm (UTC)"),
+            Some(midnight + 18 * 3600 + 2400)
+        );
+        assert_eq!(
+            utc("You've hit your limit - resets Feb 7, 11am (UTC)"),
+            Some(midnight + 11 * 86_400 + 11 * 3600)
+        );
+        assert_eq!(
+            utc("You've hit your limit - resets Jan 7, 11am (Etc/UTC)"),
+            clock::parse_iso("2027-01-07T11:00:00Z")
+        );
+        // An unknown or unsafe zone leaves the time unknown, not wrong.
+        assert_eq!(utc("You've hit your limit · resets 1pm (Nowhere/Atlantis)"), None);
+        assert_eq!(utc("You've hit your limit · resets 1pm (../../etc/passwd)"), None);
+    }
+
+    #[test]
+    fn named_zones_use_the_system_zone_files() {
+        let lisbon = &zoneinfo_dir().join("Europe/Lisbon");
+        if !lisbon.exists() {
+            return; // no tzdata on this machine: only UTC is known
+        }
+        let winter = NOW; // Lisbon is on UTC in January
+        let summer = clock::parse_iso("2026-07-01T10:00:00Z").unwrap(); // UTC+1
+        assert_eq!(tzif_offset_at(lisbon, winter), Some(0));
+        assert_eq!(tzif_offset_at(lisbon, summer), Some(3600));
+        let text = "You've hit your limit · resets 1pm (Europe/Lisbon)";
+        assert_eq!(
+            parse_limit_message(text, summer).unwrap().resets_at,
+            clock::parse_iso("2026-07-01T12:00:00Z")
+        );
+        assert_eq!(
+            parse_limit_message(text, winter).unwrap().resets_at,
+            clock::parse_iso("2026-01-28T13:00:00Z")
+        );
+        let seoul = "You've hit your session limit · resets 11pm (Asia/Seoul)";
+        assert_eq!(
+            parse_limit_message(seoul, NOW).unwrap().resets_at,
+            clock::parse_iso("2026-01-28T14:00:00Z")
+        );
+    }
+
+    #[test]
+    fn limits_without_a_zone_use_the_machine_zone() {
+        let limit = parse_limit_message("5-hour limit reached ∙ resets 3am", NOW).unwrap();
+        if let Some(at) = limit.resets_at {
+            assert!(at > NOW - RESET_SLACK && at <= NOW + 2 * 86_400, "{at}");
+        }
+    }
+
+    #[test]
+    fn text_about_limits_is_not_a_limit() {
+        for line in [
+            "The API says: You've hit your limit · resets 1pm (UTC)",
+            "Rate limit reached while downloading; retrying",
+            "I will add handling for 'usage limit reached' messages.",
+            "You've hit your stride, nice",
+            "",
+        ] {
+            assert_eq!(parse_limit_message(line, NOW), None, "{line}");
+        }
+        assert!(
+            parse_limit_message("Error: Claude AI usage limit reached|1753441200", NOW).is_some()
+        );
+        assert!(parse_limit_message("API Error: You’ve hit your limit · resets 1pm (UTC)", NOW)
+            .is_some());
+        // The agent's own words are not checked, only Claude's API-error messages.
+        let own = r#"{"type":"assistant","message":{"model":"claude-opus-4-5","content":[{"type":"text","text":"You've hit your limit · resets 1pm (UTC)"}]},"parent_tool_use_id":null}"#;
+        let (reader, _) = replay(own);
+        assert_eq!(reader.usage_limit(), None);
+    }
+
+    #[test]
+    fn odd_json_lines_are_logged_briefly() {
+        let (reader, reading) =
+            replay("{\"type\":\"stream_event\",\"event\":{}}\n[1,2]\n{\"no_type\":1}");
+        assert_eq!(
+            reading.log_lines,
+            strings(&[
+                "stream_event: {\"type\":\"stream_event\",\"event\":{}}",
+                "[1,2]",
+                "json: {\"no_type\":1}"
+            ])
+        );
+        assert_eq!(reading.scan_text, strings(&["[1,2]"]));
+        assert!(reader.result().is_none());
+    }
+
+    #[test]
+    fn bad_numbers_do_not_become_costs_or_tokens() {
+        let line = r#"{"type":"result","subtype":"success","is_error":false,"result":"ok","total_cost_usd":-3,"usage":{"input_tokens":-5,"output_tokens":1.5e300}}"#;
+        let (reader, _) = replay(line);
+        let result = reader.result().unwrap();
+        assert_eq!(result.cost_usd, 0.0);
+        assert_eq!(result.input_tokens, 0);
+        assert_eq!(result.output_tokens, u64::MAX);
+    }
+
+    #[test]
+    fn clip_keeps_characters_whole() {
+        assert_eq!(clip("héllo", 2), "h");
+        assert_eq!(clip("héllo", 3), "hé");
+        assert_eq!(clip("abc", 10), "abc");
+        assert_eq!(one_line("  first\nsecond", 100), "first …");
+    }
+}

@@ -219,6 +219,21 @@ pub fn getpid() -> i32 {
     std::process::id() as i32
 }
 
+// --- added for agent ---
+
+/// Makes the child of `command` run [`reset_signals_in_child`] between fork
+/// and exec, so the agent starts with default signal dispositions and an
+/// empty mask whatever rasen has installed or blocked.
+pub fn reset_signals_before_exec(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec. It only
+    // calls reset_signals_in_child, which is async-signal-safe (signal,
+    // sigemptyset, sigprocmask; no allocation, no lock), as pre_exec needs.
+    unsafe {
+        command.pre_exec(reset_signals_in_child);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
