@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::agent;
 use crate::clock;
-use crate::config::{Backend, DEFAULT_CONFIG_YAML};
+use crate::config::DEFAULT_CONFIG_YAML;
 use crate::daemon::{self, Liveness, RunLock};
 use crate::error::{Error, Result};
 use crate::git;
@@ -200,17 +200,7 @@ fn check_before_run(project: &Project) -> Result<()> {
 }
 
 fn check_agent_command(project: &Project) -> Result<()> {
-    let command = &project.config.agent.command;
-    if agent::find_executable_in(command, &project.root).is_some() {
-        return Ok(());
-    }
-    let hint = match project.config.agent.backend {
-        Backend::Claude => {
-            " (install Claude Code, or set agent.command in rasen.yml or RASEN_AGENT_COMMAND)"
-        }
-        Backend::Command => " (set agent.command in rasen.yml or RASEN_AGENT_COMMAND)",
-    };
-    Err(Error::config(format!("agent command \"{command}\" not found in PATH{hint}")))
+    agent::resolve_agent_command(&project.config.agent.command, &project.root).map(drop)
 }
 
 /// Runs the loop here or as a daemon, with the run lock held throughout.

@@ -157,7 +157,12 @@ impl<'a> Run<'a> {
             consecutive_failures: 0,
             no_commit_streak: (String::new(), 0),
         };
-        log(&format!("rasen {} started (PID {}) in {}", env!("CARGO_PKG_VERSION"), crate::sys::getpid(), project.root.display()));
+        log(&format!(
+            "rasen {} started (PID {}) in {}",
+            env!("CARGO_PKG_VERSION"),
+            crate::sys::getpid(),
+            project.root.display()
+        ));
         run.save_status()?;
         Ok(run)
     }
@@ -204,7 +209,11 @@ impl<'a> Run<'a> {
             }
             match self.read_new_plan() {
                 Ok(plan) => {
-                    log(&format!("plan accepted: {} subtasks for \"{}\"", plan.subtasks.len(), plan.task_name));
+                    log(&format!(
+                        "plan accepted: {} subtasks for \"{}\"",
+                        plan.subtasks.len(),
+                        plan.task_name
+                    ));
                     return Ok(Ok(plan));
                 }
                 Err(why) => {
@@ -248,7 +257,11 @@ impl<'a> Run<'a> {
         plan.updated_at = Some(clock::now_iso());
         self.save_plan(plan)?;
         let attempt = subtask.attempts.unwrap_or(1);
-        log(&format!("subtask {}: attempt {attempt}: {}", subtask.id, one_line(&subtask.description)));
+        log(&format!(
+            "subtask {}: attempt {attempt}: {}",
+            subtask.id,
+            one_line(&subtask.description)
+        ));
         self.status.phase = Some("Coding".to_string());
         self.status.subtask_id = Some(subtask.id.clone());
         self.status.subtask_description = Some(subtask.description.clone());
@@ -263,7 +276,12 @@ impl<'a> Run<'a> {
     }
 
     /// Step 4: what the session's events, exit and commits amount to.
-    fn judge(&mut self, report: &SessionReport, subtask: &Subtask, commits: u64) -> Result<Verdict> {
+    fn judge(
+        &mut self,
+        report: &SessionReport,
+        subtask: &Subtask,
+        commits: u64,
+    ) -> Result<Verdict> {
         if matches!(report.end, SessionEnd::Shutdown) {
             return Ok(Verdict::Interrupted);
         }
@@ -274,10 +292,14 @@ impl<'a> Run<'a> {
         match report.end {
             SessionEnd::IdleTimeout => {
                 let secs = self.config.orchestrator.idle_timeout_seconds;
-                return Ok(Verdict::Timeout(format!("no output for {secs}s: the session was ended as hung")));
+                return Ok(Verdict::Timeout(format!(
+                    "no output for {secs}s: the session was ended as hung"
+                )));
             }
             SessionEnd::SessionTimeout => {
-                return Ok(Verdict::Timeout("the session ran out of time and was ended".to_string()));
+                return Ok(Verdict::Timeout(
+                    "the session ran out of time and was ended".to_string(),
+                ));
             }
             _ => {}
         }
@@ -291,7 +313,12 @@ impl<'a> Run<'a> {
     }
 
     /// A "done" claim completes the subtask only with evidence.
-    fn judge_done_claim(&mut self, claim: &str, subtask: &Subtask, commits: u64) -> Result<Verdict> {
+    fn judge_done_claim(
+        &mut self,
+        claim: &str,
+        subtask: &Subtask,
+        commits: u64,
+    ) -> Result<Verdict> {
         let claim_lower = claim.to_lowercase();
         let mut missing = Vec::new();
         if self.config.backpressure.require_tests && !claim_lower.contains("tests: pass") {
@@ -308,7 +335,8 @@ impl<'a> Run<'a> {
         }
         if commits == 0 && self.commits_so_far(&subtask.id)? == 0 {
             return Ok(Verdict::Refused(
-                "claimed done but no commit was made for this subtask: commit the work with git".to_string(),
+                "claimed done but no commit was made for this subtask: commit the work with git"
+                    .to_string(),
             ));
         }
         for command in self.config.backpressure.verify.clone() {
@@ -352,16 +380,27 @@ impl<'a> Run<'a> {
     /// Commits recorded for `subtask_id` by earlier attempts.
     fn commits_so_far(&self, subtask_id: &str) -> Result<u64> {
         let history = load_history(self.project)?;
-        Ok(history.attempts.iter().filter(|a| a.subtask_id == subtask_id).filter_map(|a| a.commits_made).sum())
+        Ok(history
+            .attempts
+            .iter()
+            .filter(|a| a.subtask_id == subtask_id)
+            .filter_map(|a| a.commits_made)
+            .sum())
     }
 
     /// Why a session that made no claim failed, with the tail of its output.
     fn failure_reason(&self, report: &SessionReport) -> String {
         let what = match (&report.result, &report.end) {
             (Some(result), _) if result.is_error || result.subtype != "success" => {
-                format!("the agent reported an error ({}): {}", result.subtype, one_line(&result.text))
+                format!(
+                    "the agent reported an error ({}): {}",
+                    result.subtype,
+                    one_line(&result.text)
+                )
             }
-            (_, SessionEnd::Exited(0)) => "the session ended without a build.done or build.blocked event".to_string(),
+            (_, SessionEnd::Exited(0)) => {
+                "the session ended without a build.done or build.blocked event".to_string()
+            }
             (_, SessionEnd::Exited(code)) => format!("the agent exited with code {code}"),
             (_, SessionEnd::Signaled(signal)) => format!("the agent was killed by signal {signal}"),
             _ => "the session ended".to_string(),
@@ -376,7 +415,13 @@ impl<'a> Run<'a> {
 
     /// Applies the verdict to the plan and the streaks, and decides
     /// whether the run goes on.
-    fn apply_verdict(&mut self, plan: &mut Plan, index: usize, verdict: Verdict, commits: u64) -> Result<Option<Ending>> {
+    fn apply_verdict(
+        &mut self,
+        plan: &mut Plan,
+        index: usize,
+        verdict: Verdict,
+        commits: u64,
+    ) -> Result<Option<Ending>> {
         let id = plan.subtasks[index].id.clone();
         let ending = match verdict {
             Verdict::Completed(summary) => {
@@ -401,9 +446,16 @@ impl<'a> Run<'a> {
             }
             Verdict::UsageLimit(limit) => {
                 self.status.waiting_until = limit.resets_at.map(clock::format_iso);
-                let until = self.status.waiting_until.clone().unwrap_or_else(|| "an unknown time".into());
-                log(&format!("usage limit reached ({}); it resets at {until}", one_line(&limit.message)));
-                return Ok(Some(Ending::new(Reason::UsageLimit, format!("usage limit reached; resets at {until}"))));
+                let until =
+                    self.status.waiting_until.clone().unwrap_or_else(|| "an unknown time".into());
+                log(&format!(
+                    "usage limit reached ({}); it resets at {until}",
+                    one_line(&limit.message)
+                ));
+                return Ok(Some(Ending::new(
+                    Reason::UsageLimit,
+                    format!("usage limit reached; resets at {until}"),
+                )));
             }
             Verdict::Refused(why) | Verdict::Failed(why) | Verdict::Timeout(why) => {
                 self.consecutive_failures += 1;
@@ -428,13 +480,19 @@ impl<'a> Run<'a> {
         if self.no_commit_streak.1 >= stall.max_no_commit_sessions {
             return Some(Ending::new(
                 Reason::Stalled,
-                format!("subtask {id}: {} sessions in a row without a commit", self.no_commit_streak.1),
+                format!(
+                    "subtask {id}: {} sessions in a row without a commit",
+                    self.no_commit_streak.1
+                ),
             ));
         }
         if self.consecutive_failures >= stall.max_consecutive_failures {
             return Some(Ending::new(
                 Reason::ConsecutiveFailures,
-                format!("{} sessions in a row did not complete their subtask", self.consecutive_failures),
+                format!(
+                    "{} sessions in a row did not complete their subtask",
+                    self.consecutive_failures
+                ),
             ));
         }
         None
@@ -490,11 +548,14 @@ impl<'a> Run<'a> {
         match Config::load(&self.project.root) {
             Ok(new) => {
                 let changes = new.changes_from(&self.config);
-                let what = if changes.is_empty() { "no changes".to_string() } else { changes.join(", ") };
+                let what =
+                    if changes.is_empty() { "no changes".to_string() } else { changes.join(", ") };
                 log(&format!("configuration reloaded: {what}"));
                 self.config = new;
             }
-            Err(e) => log(&format!("configuration not reloaded: {e}; keeping previous configuration")),
+            Err(e) => {
+                log(&format!("configuration not reloaded: {e}; keeping previous configuration"))
+            }
         }
     }
 
@@ -507,7 +568,13 @@ impl<'a> Run<'a> {
     }
 
     /// One agent session (one iteration), with status.json saying so.
-    fn run_agent(&mut self, role: Role, subtask: Option<&Subtask>, attempt: u32, vars: &[(&str, String)]) -> Result<SessionReport> {
+    fn run_agent(
+        &mut self,
+        role: Role,
+        subtask: Option<&Subtask>,
+        attempt: u32,
+        vars: &[(&str, String)],
+    ) -> Result<SessionReport> {
         self.status.iteration += 1;
         let iteration = self.status.iteration;
         let prompt = prompts::render(&self.project.root, role, vars)?;
@@ -523,7 +590,12 @@ impl<'a> Run<'a> {
         })?;
         self.status.agent_pid = None;
         self.add_usage(&report);
-        log(&format!("session {iteration}: {} ended ({}) after {}", role.name(), describe_end(&report.end), clock::duration(report.duration.as_secs() as i64)));
+        log(&format!(
+            "session {iteration}: {} ended ({}) after {}",
+            role.name(),
+            describe_end(&report.end),
+            clock::duration(report.duration.as_secs() as i64)
+        ));
         for event in report.events.iter().filter(|e| !e.is_known()) {
             log(&format!("ignored event with unknown topic \"{}\"", event.topic));
         }
@@ -531,17 +603,22 @@ impl<'a> Run<'a> {
         Ok(report)
     }
 
-    fn session_request(&self, role: Role, subtask: Option<&Subtask>, attempt: u32, iteration: u64, prompt: String) -> Result<SessionRequest> {
+    fn session_request(
+        &self,
+        role: Role,
+        subtask: Option<&Subtask>,
+        attempt: u32,
+        iteration: u64,
+        prompt: String,
+    ) -> Result<SessionRequest> {
         let agent = &self.config.agent;
-        let program = agent::find_executable_in(&agent.command, &self.project.root).ok_or_else(|| {
-            Error::config(format!(
-                "agent command \"{}\" not found in PATH (set agent.command in rasen.yml or RASEN_AGENT_COMMAND)",
-                agent.command
-            ))
-        })?;
+        let program = agent::resolve_agent_command(&agent.command, &self.project.root)?;
         let program = program.to_string_lossy().into_owned();
         let (argv, format) = match agent.backend {
-            Backend::Claude => (claude::claude_argv(&program, &agent.model, &agent.args), OutputFormat::ClaudeStreamJson),
+            Backend::Claude => (
+                claude::claude_argv(&program, &agent.model, &agent.args),
+                OutputFormat::ClaudeStreamJson,
+            ),
             Backend::Command => {
                 let mut argv = vec![program];
                 argv.extend(agent.args.iter().cloned());
@@ -555,8 +632,10 @@ impl<'a> Run<'a> {
             ("RASEN_ITERATION".to_string(), iteration.to_string()),
             ("RASEN_PROJECT_DIR".to_string(), self.project.root.display().to_string()),
         ];
-        let runtime_left = Duration::from_secs(self.config.orchestrator.max_runtime_seconds).saturating_sub(self.started.elapsed());
-        let session_timeout = Duration::from_secs(self.config.orchestrator.session_timeout_seconds).min(runtime_left);
+        let runtime_left = Duration::from_secs(self.config.orchestrator.max_runtime_seconds)
+            .saturating_sub(self.started.elapsed());
+        let session_timeout =
+            Duration::from_secs(self.config.orchestrator.session_timeout_seconds).min(runtime_left);
         let label = match subtask {
             Some(s) => format!("{} {}", role.name(), s.id),
             None => role.name().to_string(),
@@ -581,8 +660,12 @@ impl<'a> Run<'a> {
         }
         if let Some(limit) = &report.usage_limit {
             self.status.waiting_until = limit.resets_at.map(clock::format_iso);
-            let until = self.status.waiting_until.clone().unwrap_or_else(|| "an unknown time".into());
-            return Ok(Some(Ending::new(Reason::UsageLimit, format!("usage limit reached; resets at {until}"))));
+            let until =
+                self.status.waiting_until.clone().unwrap_or_else(|| "an unknown time".into());
+            return Ok(Some(Ending::new(
+                Reason::UsageLimit,
+                format!("usage limit reached; resets at {until}"),
+            )));
         }
         check_root_refusal(report)?;
         Ok(None)
@@ -641,18 +724,30 @@ impl<'a> Run<'a> {
     }
 
     fn memories(&self) -> String {
-        history::memories_tail(&self.project.memories_file(), self.config.memory.max_bytes).unwrap_or_default()
+        history::memories_tail(&self.project.memories_file(), self.config.memory.max_bytes)
+            .unwrap_or_default()
     }
 
-    fn record_attempt(&self, subtask: &Subtask, report: &SessionReport, verdict: &Verdict, commits: u64, started_at: &str) -> Result<()> {
+    fn record_attempt(
+        &self,
+        subtask: &Subtask,
+        report: &SessionReport,
+        verdict: &Verdict,
+        commits: u64,
+        started_at: &str,
+    ) -> Result<()> {
         let (outcome, approach, reason) = match verdict {
             Verdict::Completed(summary) => (Outcome::Success, Some(summary.clone()), None),
             Verdict::Refused(why) => (Outcome::Refused, claim_of(report), Some(why.clone())),
             Verdict::Blocked(why) => (Outcome::Blocked, None, Some(why.clone())),
             Verdict::Failed(why) => (Outcome::Failure, None, Some(why.clone())),
             Verdict::Timeout(why) => (Outcome::Timeout, None, Some(why.clone())),
-            Verdict::Interrupted => (Outcome::Interrupted, None, Some("stopped by a shutdown signal".to_string())),
-            Verdict::UsageLimit(limit) => (Outcome::UsageLimit, None, Some(one_line(&limit.message))),
+            Verdict::Interrupted => {
+                (Outcome::Interrupted, None, Some("stopped by a shutdown signal".to_string()))
+            }
+            Verdict::UsageLimit(limit) => {
+                (Outcome::UsageLimit, None, Some(one_line(&limit.message)))
+            }
         };
         let result = report.result.as_ref();
         let attempt = Attempt {
@@ -681,7 +776,11 @@ impl<'a> Run<'a> {
         let _lock = FileLock::acquire(&self.project.state_lock_file())?;
         let path = self.project.good_commits_file();
         let mut commits = store::load::<GoodCommits>(&path)?.unwrap_or_else(GoodCommits::new);
-        commits.commits.push(GoodCommit { hash, subtask_id: subtask_id.to_string(), timestamp: clock::now_iso() });
+        commits.commits.push(GoodCommit {
+            hash,
+            subtask_id: subtask_id.to_string(),
+            timestamp: clock::now_iso(),
+        });
         store::save(&path, &commits)
     }
 

@@ -312,7 +312,9 @@ impl Report {
                 format!("crashed (stale PID file, {gone})")
             }
             (Liveness::NotRunning, Some(_)) if claims_running => format!("crashed ({gone})"),
-            (Liveness::Stale { .. }, Some(state)) => format!("{} (stale PID file, {gone})", state.as_str()),
+            (Liveness::Stale { .. }, Some(state)) => {
+                format!("{} (stale PID file, {gone})", state.as_str())
+            }
             (Liveness::NotRunning, Some(state)) => state.as_str().to_string(),
             (_, None) => "not initialized".to_string(),
         }
@@ -356,12 +358,16 @@ impl Report {
             out.push_str(&format!("Usage limit resets: {until}\n"));
         }
         if let Some(started) = &f.started_at {
-            let elapsed = self.elapsed(f).map(|s| format!(" ({})", crate::clock::duration(s))).unwrap_or_default();
+            let elapsed = self
+                .elapsed(f)
+                .map(|s| format!(" ({})", crate::clock::duration(s)))
+                .unwrap_or_default();
             let label = if running { "Started" } else { "Last run started" };
             out.push_str(&format!("{label}: {started}{elapsed}\n"));
         }
         if let Some(activity) = &f.last_activity {
-            let ago = crate::clock::parse_iso(activity).map(|t| format!(" ({})", crate::clock::ago(self.now - t)));
+            let ago = crate::clock::parse_iso(activity)
+                .map(|t| format!(" ({})", crate::clock::ago(self.now - t)));
             out.push_str(&format!("Last activity: {activity}{}\n", ago.unwrap_or_default()));
         }
         if let Some(tokens) = f.tokens {
