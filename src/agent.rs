@@ -150,7 +150,8 @@ pub fn run_session(req: &SessionRequest, on_spawn: &mut dyn FnMut(i32)) -> Resul
 
 /// The executable `command` names: a path when it contains `/` (relative to
 /// the current directory), otherwise the first match in `$PATH`.
-pub fn find_executable(command: &str) -> Option<PathBuf> {
+#[cfg(test)]
+fn find_executable(command: &str) -> Option<PathBuf> {
     // Joined onto "", a relative name stays as written ("./agent").
     find_executable_in(command, Path::new(""), std::env::var_os("PATH").as_deref())
 }

@@ -269,11 +269,6 @@ pub fn process_info(pid: i32) -> Option<ProcessInfo> {
     })
 }
 
-/// True while `pid` exists and is not a zombie.
-pub fn process_alive(pid: i32) -> bool {
-    matches!(process_info(pid), Some(info) if info.state != 'Z')
-}
-
 /// True when some live process is in process group `pgid` and in session
 /// `session`: the check that a recorded agent group still belongs to the
 /// orchestrator before `stop --force` signals it.

@@ -44,11 +44,6 @@ impl Error {
     pub fn io(path: &Path, what: &str, err: io::Error) -> Error {
         Error::failed(format!("{}: {what}: {err}", path.display()))
     }
-
-    /// The same error with `context: ` in front of its message.
-    pub fn context(self, context: impl fmt::Display) -> Error {
-        Error { code: self.code, message: format!("{context}: {}", self.message) }
-    }
 }
 
 impl fmt::Display for Error {

@@ -1,5 +1,5 @@
 //! The handful of git questions rasen asks: is this a repository, what is
-//! HEAD, how many commits since a point, the diff since a baseline. Each
+//! HEAD, how many commits since a point. Each
 //! runs `git -C ROOT …` and never changes the repository.
 
 use std::path::Path;
@@ -59,22 +59,4 @@ pub fn commits_since(root: &Path, base: Option<&str>) -> Result<u64> {
     text.trim()
         .parse()
         .map_err(|_| Error::failed(format!("git rev-list printed \"{}\"", text.trim())))
-}
-
-/// The diff from `base` to the work tree, cut to `max_bytes`.
-pub fn diff_since(root: &Path, base: Option<&str>, max_bytes: usize) -> Result<String> {
-    let out = match base {
-        Some(base) => git(root, &["diff", base])?,
-        None => git(root, &["diff", "HEAD"])?,
-    };
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if text.len() > max_bytes {
-        let mut cut = max_bytes;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str("\n… (diff cut here)\n");
-    }
-    Ok(text)
 }

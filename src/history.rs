@@ -82,6 +82,7 @@ pub struct Attempt {
 
 impl Attempt {
     /// An attempt with only the required fields set.
+    #[cfg(test)]
     pub fn new(subtask_id: &str, session: u64, role: &str, outcome: Outcome) -> Attempt {
         Attempt {
             subtask_id: subtask_id.to_string(),
@@ -147,11 +148,6 @@ impl GoodCommits {
             subtask_id: subtask_id.to_string(),
             timestamp: timestamp.to_string(),
         });
-    }
-
-    /// The most recent rollback target.
-    pub fn last(&self) -> Option<&GoodCommit> {
-        self.commits.last()
     }
 }
 

@@ -52,6 +52,7 @@ pub fn line(message: &str) {
     write_text(&text);
 }
 
+#[cfg_attr(test, allow(dead_code))] // unit tests capture agent lines instead
 /// Logs one line of agent output: `2026-…Z [prefix] text`.
 pub fn agent_line(prefix: &str, text: &str) {
     let text = format!("{} [{prefix}] {}\n", clock::now_iso(), text.trim_end_matches(['\n', '\r']));

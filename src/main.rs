@@ -2,9 +2,6 @@
 //! Entry point: parse the command line, run the command, print an error as
 //! `rasen: error: …` once, and exit with the code the error carries.
 
-// Until every module is wired into a command, parts of them are unused.
-#![allow(dead_code)]
-
 mod agent;
 mod claude;
 mod cli;

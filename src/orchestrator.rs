@@ -26,9 +26,9 @@ use crate::config::{Backend, Config};
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::git;
-use crate::history::{self, Attempt, AttemptHistory, GoodCommit, GoodCommits, Outcome};
+use crate::history::{self, Attempt, AttemptHistory, GoodCommits, Outcome};
 use crate::logger::line as log;
-use crate::plan::{Next, Plan, Subtask, SubtaskStatus};
+use crate::plan::{self, Next, Plan, Subtask, SubtaskStatus};
 use crate::project::Project;
 use crate::prompts::{self, Role};
 use crate::signals;
@@ -168,7 +168,7 @@ impl<'a> Run<'a> {
     }
 
     fn loop_until_end(&mut self) -> Result<Ending> {
-        let mut plan = match store::load::<Plan>(&self.project.plan_file())? {
+        let mut plan = match plan::load_valid(&self.project.plan_file())? {
             Some(plan) => plan,
             None => match self.plan_the_task()? {
                 Ok(plan) => plan,
@@ -238,25 +238,18 @@ impl<'a> Run<'a> {
             Err(e) => return Err(e.message),
         };
         plan.validate()?;
-        let now = clock::now_iso();
-        plan.created_at.get_or_insert_with(|| now.clone());
-        plan.updated_at = Some(now);
-        self.save_plan(&plan).map_err(|e| e.message)?;
+        plan.touch();
+        self.save_plan(&mut plan).map_err(|e| e.message)?;
         Ok(plan)
     }
 
     /// Steps 2–4 for one subtask. Returns an ending when the run must stop.
     fn work_on(&mut self, plan: &mut Plan, index: usize) -> Result<Option<Ending>> {
         let before = git::head(&self.project.root)?;
-        let subtask = {
-            let subtask = &mut plan.subtasks[index];
-            subtask.status = SubtaskStatus::InProgress;
-            subtask.attempts = Some(subtask.attempts.unwrap_or(0) + 1);
-            subtask.clone()
-        };
-        plan.updated_at = Some(clock::now_iso());
+        plan.subtasks[index].status = SubtaskStatus::InProgress;
+        let attempt = plan.subtasks[index].bump_attempts();
+        let subtask = plan.subtasks[index].clone();
         self.save_plan(plan)?;
-        let attempt = subtask.attempts.unwrap_or(1);
         log(&format!(
             "subtask {}: attempt {attempt}: {}",
             subtask.id,
@@ -591,10 +584,11 @@ impl<'a> Run<'a> {
         self.status.agent_pid = None;
         self.add_usage(&report);
         log(&format!(
-            "session {iteration}: {} ended ({}) after {}",
+            "session {iteration}: {} ended ({}) after {}, {} bytes of output",
             role.name(),
             describe_end(&report.end),
-            clock::duration(report.duration.as_secs() as i64)
+            clock::duration(report.duration.as_secs() as i64),
+            report.output_bytes
         ));
         for event in report.events.iter().filter(|e| !e.is_known()) {
             log(&format!("ignored event with unknown topic \"{}\"", event.topic));
@@ -702,9 +696,9 @@ impl<'a> Run<'a> {
             ("subtask_id", subtask.id.clone()),
             ("subtask_title", subtask.title_or_id().to_string()),
             ("subtask_description", subtask.description.clone()),
-            ("subtask_files", bullets(subtask.files.as_deref().unwrap_or(&[]))),
-            ("subtask_tests", bullets(subtask.tests.as_deref().unwrap_or(&[]))),
-            ("acceptance_criteria", bullets(subtask.acceptance_criteria.as_deref().unwrap_or(&[]))),
+            ("subtask_files", bullets(subtask.files())),
+            ("subtask_tests", bullets(subtask.tests())),
+            ("acceptance_criteria", bullets(subtask.acceptance_criteria())),
             ("attempt", attempt.to_string()),
             ("memories", self.memories()),
             ("failed_approaches", failed_approaches(&history, &subtask.id)),
@@ -767,7 +761,7 @@ impl<'a> Run<'a> {
         };
         let _lock = FileLock::acquire(&self.project.state_lock_file())?;
         let mut history = load_history(self.project)?;
-        history.attempts.push(attempt);
+        history.record(attempt);
         store::save(&self.project.history_file(), &history)
     }
 
@@ -776,15 +770,12 @@ impl<'a> Run<'a> {
         let _lock = FileLock::acquire(&self.project.state_lock_file())?;
         let path = self.project.good_commits_file();
         let mut commits = store::load::<GoodCommits>(&path)?.unwrap_or_else(GoodCommits::new);
-        commits.commits.push(GoodCommit {
-            hash,
-            subtask_id: subtask_id.to_string(),
-            timestamp: clock::now_iso(),
-        });
+        commits.record(&hash, subtask_id, &clock::now_iso());
         store::save(&path, &commits)
     }
 
-    fn save_plan(&self, plan: &Plan) -> Result<()> {
+    fn save_plan(&self, plan: &mut Plan) -> Result<()> {
+        plan.touch();
         let _lock = FileLock::acquire(&self.project.state_lock_file())?;
         store::save(&self.project.plan_file(), plan)
     }

@@ -77,6 +77,7 @@ pub enum Next {
 
 impl Subtask {
     /// A new pending subtask with nothing optional set.
+    #[cfg(test)]
     pub fn new(id: &str, description: &str) -> Subtask {
         Subtask {
             id: id.to_string(),
@@ -315,15 +316,18 @@ impl Plan {
         self.subtasks.iter().find(|s| s.id == id)
     }
 
+    #[cfg(test)]
     pub fn find_mut(&mut self, id: &str) -> Option<&mut Subtask> {
         self.subtasks.iter_mut().find(|s| s.id == id)
     }
 
+    #[cfg(test)]
     pub fn index_of(&self, id: &str) -> Option<usize> {
         self.subtasks.iter().position(|s| s.id == id)
     }
 
     /// Sets the status of subtask `id`; false when there is no such subtask.
+    #[cfg(test)]
     #[must_use]
     pub fn set_status(&mut self, id: &str, status: SubtaskStatus) -> bool {
         match self.find_mut(id) {

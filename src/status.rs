@@ -46,6 +46,7 @@ impl RunState {
     }
 
     /// Whether the run is over (it ended one way or another).
+    #[cfg(test)]
     pub fn is_final(self) -> bool {
         matches!(self, RunState::Stopped | RunState::Completed | RunState::Failed)
     }
@@ -432,7 +433,8 @@ impl Report {
 /// `[########------------] 40%`
 fn progress_bar(done: u64, total: u64) -> String {
     const WIDTH: u64 = 20;
-    let filled = if total == 0 { 0 } else { (done.min(total) * WIDTH) / total };
-    let percent = if total == 0 { 0 } else { done.min(total) * 100 / total };
+    let done = done.min(total);
+    let filled = (done * WIDTH).checked_div(total).unwrap_or(0);
+    let percent = (done * 100).checked_div(total).unwrap_or(0);
     format!("[{}{}] {percent}%", "#".repeat(filled as usize), "-".repeat((WIDTH - filled) as usize))
 }

@@ -232,8 +232,7 @@ fn directory_of(path: &Path) -> PathBuf {
 #[derive(Debug)]
 pub struct FileLock {
     /// Holding the open file is holding the lock.
-    file: File,
-    path: PathBuf,
+    _file: File,
 }
 
 impl FileLock {
@@ -250,12 +249,7 @@ impl FileLock {
             .open(path)
             .map_err(|e| lock_open_error(path, e))?;
         sys::lock_exclusive(&file).map_err(|e| Error::io(path, "cannot lock", e))?;
-        Ok(FileLock { file, path: path.to_path_buf() })
-    }
-
-    /// The lock file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(FileLock { _file: file })
     }
 }
 
