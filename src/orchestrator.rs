@@ -147,6 +147,9 @@ impl<'a> Run<'a> {
         status.agent_pid = None;
         status.waiting_until = None;
         status.started_at = Some(clock::now_iso());
+        if status.base_commit.is_none() {
+            status.base_commit = Some(git::head(&project.root)?.unwrap_or_default());
+        }
         let mut run = Run {
             project,
             config: project.config.clone(),
@@ -163,6 +166,7 @@ impl<'a> Run<'a> {
             crate::sys::getpid(),
             project.root.display()
         ));
+        run.count_total_commits()?;
         run.save_status()?;
         Ok(run)
     }
@@ -262,7 +266,7 @@ impl<'a> Run<'a> {
         let started_at = clock::now_iso();
         let report = self.run_agent(Role::Coder, Some(&subtask), attempt, &vars)?;
         let commits = git::commits_since(&self.project.root, before.as_deref())?;
-        self.status.total_commits += commits;
+        self.count_total_commits()?;
         let verdict = self.judge(&report, &subtask, commits)?;
         self.record_attempt(&subtask, &report, &verdict, commits, &started_at)?;
         self.apply_verdict(plan, index, verdict, commits)
@@ -780,6 +784,13 @@ impl<'a> Run<'a> {
         store::save(&self.project.plan_file(), plan)
     }
 
+    /// Commits since the task's first run started (see `base_commit`).
+    fn count_total_commits(&mut self) -> Result<()> {
+        let base = self.status.base_commit.as_deref().filter(|b| !b.is_empty());
+        self.status.total_commits = git::commits_since(&self.project.root, base)?;
+        Ok(())
+    }
+
     fn show_progress(&mut self, plan: &Plan) {
         let (done, total) = plan.progress();
         self.status.completed_subtasks = done as u64;
@@ -805,7 +816,7 @@ impl<'a> Run<'a> {
                     _ => RunState::Failed,
                 };
                 self.status.reason = Some(ending.reason.name().to_string());
-                if ending.reason != Reason::Completed {
+                if !matches!(ending.reason, Reason::Completed | Reason::Stopped(_)) {
                     self.status.last_error.get_or_insert_with(|| ending.message.clone());
                 }
                 if ending.reason == Reason::Completed {

@@ -80,6 +80,10 @@ pub struct StatusFile {
     pub agent_pid: Option<i32>,
     /// With `waiting`: when the usage limit resets.
     pub waiting_until: Option<String>,
+    /// HEAD when the task's first run started ("" in a repository without
+    /// commits): `total_commits` counts from here, so commits made by a
+    /// session that was killed are counted too.
+    pub base_commit: Option<String>,
 }
 
 impl StatusFile {
@@ -106,6 +110,7 @@ impl StatusFile {
             cost_usd: None,
             agent_pid: None,
             waiting_until: None,
+            base_commit: None,
         }
     }
 }
@@ -138,7 +143,8 @@ impl StateFile for StatusFile {
         }
         status.optional("cost_usd", Kind::Number)?;
         status.optional("agent_pid", Kind::Pid)?;
-        status.optional("waiting_until", Kind::Text)
+        status.optional("waiting_until", Kind::Text)?;
+        status.optional("base_commit", Kind::Text)
     }
 
     fn version(&self) -> Option<u32> {
@@ -176,7 +182,8 @@ mod tests {
   "output_tokens": null,
   "cost_usd": null,
   "agent_pid": null,
-  "waiting_until": null
+  "waiting_until": null,
+  "base_commit": null
 }
 "#;
 
