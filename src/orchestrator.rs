@@ -337,16 +337,17 @@ impl<'a> Run<'a> {
             ));
         }
         for command in self.config.backpressure.verify.clone() {
-            if let Some(failure) = self.run_verify_command(&command)? {
-                return Ok(Verdict::Refused(failure));
+            if let Some(verdict) = self.run_verify_command(&command)? {
+                return Ok(verdict);
             }
         }
         Ok(Verdict::Completed(one_line(claim)))
     }
 
     /// Runs one `backpressure.verify` command as the agent would run, with
-    /// the same timeouts and shutdown handling. `Some(reason)` on failure.
-    fn run_verify_command(&mut self, command: &str) -> Result<Option<String>> {
+    /// the same timeouts and shutdown handling. `None` when it passed, else
+    /// the refusal (or the interruption, when a shutdown cut it short).
+    fn run_verify_command(&mut self, command: &str) -> Result<Option<Verdict>> {
         log(&format!("verify: running `{command}`"));
         let request = SessionRequest {
             argv: vec!["sh".to_string(), "-c".to_string(), command.to_string()],
@@ -364,14 +365,14 @@ impl<'a> Run<'a> {
             SessionEnd::Exited(0) => return Ok(None),
             SessionEnd::Exited(code) => format!("exit {code}"),
             SessionEnd::Signaled(signal) => format!("killed by signal {signal}"),
-            SessionEnd::Shutdown => "interrupted by shutdown".to_string(),
+            SessionEnd::Shutdown => return Ok(Some(Verdict::Interrupted)),
             SessionEnd::IdleTimeout | SessionEnd::SessionTimeout => "timed out".to_string(),
         };
         log(&format!("verify: `{command}` failed ({failed})"));
-        Ok(Some(format!(
+        Ok(Some(Verdict::Refused(format!(
             "claimed done, but the verify command `{command}` failed ({failed}); the end of its output:\n{}",
             report.tail.trim_end()
-        )))
+        ))))
     }
 
     /// Commits recorded for `subtask_id` by earlier attempts.
