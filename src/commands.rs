@@ -263,7 +263,7 @@ pub fn logs(dir: &Path, lines: usize, follow: bool) -> Result<i32> {
 
 /// `rasen stop [--force] [--timeout SECS]`.
 pub fn stop(dir: &Path, force: bool, timeout_seconds: u64) -> Result<i32> {
-    let project = Project::open(dir)?;
+    let project = Project::open_for_stop(dir)?;
     daemon::stop(&project, force, Duration::from_secs(timeout_seconds))
 }
 

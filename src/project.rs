@@ -23,6 +23,21 @@ impl Project {
         Ok(Project { root, config })
     }
 
+    /// Like `open`, but a broken rasen.yml only earns a warning and the
+    /// default paths: `stop` must work even after a bad edit of the file
+    /// (the running orchestrator keeps the configuration it loaded).
+    pub fn open_for_stop(dir: &Path) -> Result<Project> {
+        match Project::open(dir) {
+            Ok(project) => Ok(project),
+            Err(e) if e.code == crate::error::EXIT_USAGE => {
+                let root = dir.canonicalize().map_err(|_| e.clone())?;
+                eprintln!("rasen: warning: {e}; using the default file locations to stop");
+                Ok(Project { root, config: Config::default() })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn rasen_dir(&self) -> PathBuf {
         self.root.join(".rasen")
     }
