@@ -152,98 +152,6 @@ impl StateFile for StatusFile {
     }
 }
 
-// ---------------------------------------------------------------------------
-// Rendering (text and --json) follows here.
-// ---------------------------------------------------------------------------
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::{self, testing::TempDir};
-    use std::fs;
-
-    const INITIALIZED: &str = r#"{
-  "version": 1,
-  "status": "initialized",
-  "reason": null,
-  "pid": null,
-  "iteration": 0,
-  "phase": null,
-  "subtask_id": null,
-  "subtask_description": null,
-  "completed_subtasks": 0,
-  "total_subtasks": 0,
-  "total_commits": 0,
-  "started_at": null,
-  "last_activity": null,
-  "last_error": null,
-  "tokens": null,
-  "input_tokens": null,
-  "output_tokens": null,
-  "cost_usd": null,
-  "agent_pid": null,
-  "waiting_until": null,
-  "base_commit": null
-}
-"#;
-
-    #[test]
-    fn initialized_status_is_written_in_field_order() {
-        assert_eq!(store::to_pretty_json(&StatusFile::initialized()), INITIALIZED);
-    }
-
-    #[test]
-    fn status_round_trips() {
-        let dir = TempDir::new("status-roundtrip");
-        let path = dir.join("status.json");
-        let mut status = StatusFile::initialized();
-        status.status = RunState::Waiting;
-        status.pid = Some(12345);
-        status.iteration = 5;
-        status.phase = Some("Review 2/3".into());
-        status.cost_usd = Some(1.25);
-        status.agent_pid = Some(-1);
-        store::save(&path, &status).unwrap();
-        assert_eq!(store::load::<StatusFile>(&path).unwrap(), Some(status));
-    }
-
-    #[test]
-    fn bad_status_file_is_reported_and_kept() {
-        let dir = TempDir::new("status-bad");
-        let path = dir.join("status.json");
-        let cases = [
-            (
-                INITIALIZED.replace("\"initialized\"", "\"sleeping\""),
-                ": status \"sleeping\" is not one of initialized, running, waiting, stopped, \
-                 completed, failed",
-            ),
-            (
-                INITIALIZED.replace("\"pid\": null", "\"pid\": \"123\""),
-                ": \"pid\" must be a process id (a whole number), found \"123\"",
-            ),
-            (INITIALIZED.replace("  \"iteration\": 0,\n", ""), ": missing field \"iteration\""),
-            (
-                INITIALIZED.replace("\"tokens\": null,", "\"tokens\": null"),
-                ":17:3: expected ',' or '}' after a field, found '\"'",
-            ),
-        ];
-        for (contents, what) in cases {
-            fs::write(&path, &contents).unwrap();
-            let err = store::load::<StatusFile>(&path).unwrap_err();
-            let expected = format!("{}{what};", path.display());
-            assert!(err.message.starts_with(&expected), "{err}\nexpected: {expected}");
-            assert_eq!(fs::read_to_string(&path).unwrap(), contents);
-        }
-    }
-
-    #[test]
-    fn run_states_know_when_the_run_is_over() {
-        assert!(!RunState::Running.is_final());
-        assert!(!RunState::Waiting.is_final());
-        assert!(RunState::Stopped.is_final() && RunState::Completed.is_final());
-    }
-}
-
 // ---- Rendering: what `rasen status` shows ----------------------------------
 
 /// `rasen status`: the status file joined with the run lock's answer. The
@@ -444,4 +352,179 @@ fn progress_bar(done: u64, total: u64) -> String {
     let filled = (done * WIDTH).checked_div(total).unwrap_or(0);
     let percent = (done * 100).checked_div(total).unwrap_or(0);
     format!("[{}{}] {percent}%", "#".repeat(filled as usize), "-".repeat((WIDTH - filled) as usize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{self, testing::TempDir};
+    use std::fs;
+
+    const INITIALIZED: &str = r#"{
+  "version": 1,
+  "status": "initialized",
+  "reason": null,
+  "pid": null,
+  "iteration": 0,
+  "phase": null,
+  "subtask_id": null,
+  "subtask_description": null,
+  "completed_subtasks": 0,
+  "total_subtasks": 0,
+  "total_commits": 0,
+  "started_at": null,
+  "last_activity": null,
+  "last_error": null,
+  "tokens": null,
+  "input_tokens": null,
+  "output_tokens": null,
+  "cost_usd": null,
+  "agent_pid": null,
+  "waiting_until": null,
+  "base_commit": null
+}
+"#;
+
+    #[test]
+    fn initialized_status_is_written_in_field_order() {
+        assert_eq!(store::to_pretty_json(&StatusFile::initialized()), INITIALIZED);
+    }
+
+    #[test]
+    fn status_round_trips() {
+        let dir = TempDir::new("status-roundtrip");
+        let path = dir.join("status.json");
+        let mut status = StatusFile::initialized();
+        status.status = RunState::Waiting;
+        status.pid = Some(12345);
+        status.iteration = 5;
+        status.phase = Some("Review 2/3".into());
+        status.cost_usd = Some(1.25);
+        status.agent_pid = Some(-1);
+        store::save(&path, &status).unwrap();
+        assert_eq!(store::load::<StatusFile>(&path).unwrap(), Some(status));
+    }
+
+    #[test]
+    fn bad_status_file_is_reported_and_kept() {
+        let dir = TempDir::new("status-bad");
+        let path = dir.join("status.json");
+        let cases = [
+            (
+                INITIALIZED.replace("\"initialized\"", "\"sleeping\""),
+                ": status \"sleeping\" is not one of initialized, running, waiting, stopped, \
+                 completed, failed",
+            ),
+            (
+                INITIALIZED.replace("\"pid\": null", "\"pid\": \"123\""),
+                ": \"pid\" must be a process id (a whole number), found \"123\"",
+            ),
+            (INITIALIZED.replace("  \"iteration\": 0,\n", ""), ": missing field \"iteration\""),
+            (
+                INITIALIZED.replace("\"tokens\": null,", "\"tokens\": null"),
+                ":17:3: expected ',' or '}' after a field, found '\"'",
+            ),
+        ];
+        for (contents, what) in cases {
+            fs::write(&path, &contents).unwrap();
+            let err = store::load::<StatusFile>(&path).unwrap_err();
+            let expected = format!("{}{what};", path.display());
+            assert!(err.message.starts_with(&expected), "{err}\nexpected: {expected}");
+            assert_eq!(fs::read_to_string(&path).unwrap(), contents);
+        }
+    }
+
+    #[test]
+    fn run_states_know_when_the_run_is_over() {
+        assert!(!RunState::Running.is_final());
+        assert!(!RunState::Waiting.is_final());
+        assert!(RunState::Stopped.is_final() && RunState::Completed.is_final());
+    }
+
+    fn running_file() -> StatusFile {
+        let mut f = StatusFile::initialized();
+        f.status = RunState::Running;
+        f.pid = Some(4242);
+        f.iteration = 5;
+        f.completed_subtasks = 2;
+        f.total_subtasks = 5;
+        f.total_commits = 8;
+        f.subtask_id = Some("auth-2".into());
+        f.subtask_description = Some("Implement password hashing".into());
+        f.started_at = Some("2026-01-27T18:00:00Z".into());
+        f.last_activity = Some("2026-01-27T18:45:00Z".into());
+        f
+    }
+
+    const AT_18_48: i64 = 1_769_539_680; // 2026-01-27T18:48:00Z
+
+    #[test]
+    fn running_status_shows_the_spec_lines() {
+        let report =
+            Report::new(Some(running_file()), Liveness::Running { pid: Some(4242) }, AT_18_48);
+        let text = report.to_text();
+        for line in [
+            "Status: running\n",
+            "PID: 4242\n",
+            "Iteration: 5\n",
+            "Progress: 2/5 subtasks [########------------] 40%\n",
+            "Total commits: 8\n",
+            "Current subtask: auth-2\n  Implement password hashing\n",
+            "Last activity: 2026-01-27T18:45:00Z (3 minutes ago)\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+        assert_eq!(report.exit_code(), 0);
+    }
+
+    #[test]
+    fn a_file_saying_running_without_the_lock_is_a_crash() {
+        let stale =
+            Report::new(Some(running_file()), Liveness::Stale { pid: Some(4242) }, AT_18_48);
+        assert!(stale
+            .to_text()
+            .starts_with("Status: crashed (stale PID file, process 4242 is gone)\n"));
+        assert!(stale.to_text().contains("rasen resume"));
+        assert_eq!(stale.exit_code(), 1);
+        let gone = Report::new(Some(running_file()), Liveness::NotRunning, AT_18_48);
+        assert!(gone.to_text().starts_with("Status: crashed (process 4242 is gone)\n"));
+        assert_eq!(gone.exit_code(), 3);
+    }
+
+    #[test]
+    fn finished_runs_show_their_reason_and_exit_3() {
+        let mut f = running_file();
+        f.status = RunState::Failed;
+        f.pid = None;
+        f.reason = Some("stalled".into());
+        f.last_error = Some("auth-2: no commit".into());
+        let report = Report::new(Some(f), Liveness::NotRunning, AT_18_48);
+        let text = report.to_text();
+        assert!(text.starts_with("Status: failed\n"), "{text}");
+        assert!(
+            text.contains("Reason: stalled\n") && text.contains("Last error: auth-2: no commit\n")
+        );
+        assert!(!text.contains("PID:"), "a finished run has no PID to show:\n{text}");
+        assert_eq!(report.exit_code(), 3);
+        let nothing = Report::new(None, Liveness::NotRunning, AT_18_48);
+        assert!(nothing.to_text().starts_with("Status: not initialized\n"));
+    }
+
+    #[test]
+    fn json_report_parses_and_says_whether_it_runs() {
+        let report =
+            Report::new(Some(running_file()), Liveness::Running { pid: Some(4242) }, AT_18_48);
+        let value: Value = miniserde::json::from_str(&report.to_json()).unwrap();
+        let Value::Object(object) = value else { panic!("not an object") };
+        assert!(matches!(object.get("running"), Some(Value::Bool(true))));
+        assert!(matches!(object.get("state"), Some(Value::String(s)) if s == "running"));
+        assert!(matches!(object.get("elapsed_seconds"), Some(Value::Number(_))));
+    }
+
+    #[test]
+    fn progress_bar_fills_in_proportion() {
+        assert_eq!(progress_bar(0, 0), "[--------------------] 0%");
+        assert_eq!(progress_bar(5, 5), "[####################] 100%");
+        assert_eq!(progress_bar(7, 5), "[####################] 100%");
+    }
 }
