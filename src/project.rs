@@ -19,7 +19,9 @@ impl Project {
         let root = dir.canonicalize().map_err(|e| {
             Error::usage(format!("{}: cannot use as the project directory: {e}", dir.display()))
         })?;
-        let config = Config::load(&root)?;
+        // Loaded through `dir` as given, so that errors name the file the
+        // way the user would (`rasen.yml:3:5`, `proj/rasen.yml:3:5`).
+        let config = Config::load(dir)?;
         Ok(Project { root, config })
     }
 
