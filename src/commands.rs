@@ -112,15 +112,25 @@ fn back_up_previous_task(project: &Project) -> Result<()> {
         project.good_commits_file(),
     ] {
         if path.exists() {
-            let backup = path.with_file_name(format!(
-                "{}.bak.{stamp}",
-                path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
-            ));
+            let backup = unused_backup_path(&path, &stamp);
             std::fs::rename(&path, &backup).map_err(|e| Error::io(&path, "cannot back up", e))?;
             println!("Kept {} as {}", project.show(&path), project.show(&backup));
         }
     }
     Ok(())
+}
+
+/// `NAME.bak.STAMP`, or `NAME.bak.STAMP.N` when that exists already (two
+/// `init --force` within a second): a backup never replaces another.
+fn unused_backup_path(path: &Path, stamp: &str) -> std::path::PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let mut backup = path.with_file_name(format!("{name}.bak.{stamp}"));
+    let mut n = 0;
+    while backup.symlink_metadata().is_ok() {
+        n += 1;
+        backup = path.with_file_name(format!("{name}.bak.{stamp}.{n}"));
+    }
+    backup
 }
 
 /// `rasen run [--background]`.
