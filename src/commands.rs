@@ -4,6 +4,7 @@
 //! printed, so `main` prints each once.
 
 use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -93,7 +94,13 @@ fn read_task_argument(arg: &str) -> Result<String> {
 
 fn create_rasen_dir(project: &Project) -> Result<()> {
     let dir = project.rasen_dir();
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "cannot create", e))?;
+    // 0755 at most whatever the umask: whoever may write in .rasen/ may
+    // replace the state files and the PID file.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(&dir)
+        .map_err(|e| Error::io(&dir, "cannot create", e))?;
     let gitignore = dir.join(".gitignore");
     if !gitignore.exists() {
         store::write_atomically(&gitignore, RASEN_GITIGNORE.as_bytes(), 0o644)?;
