@@ -108,6 +108,19 @@ fn init_reads_the_task_from_a_file() {
 }
 
 #[test]
+fn init_reads_a_task_file_relative_to_where_it_is_run_not_to_the_project() {
+    // `-C` names the project; other paths are the shell's, as typed.
+    let p = Project::new("init-file-elsewhere");
+    let elsewhere = p.scripted_dir();
+    std::fs::write(elsewhere.join("spec.md"), "The spec from here.\n").unwrap();
+    let mut cmd = p.command(env!("CARGO_BIN_EXE_rasen"));
+    cmd.current_dir(elsewhere).args(["-C", p.dir().to_str().unwrap()]);
+    cmd.args(["init", "--task", "spec.md"]);
+    Spawned::start(cmd, "rasen -C DIR init --task spec.md").wait(30).expect_code(0);
+    assert_eq!(p.file(".rasen/task.txt").as_deref(), Some("The spec from here.\n"));
+}
+
+#[test]
 fn init_refuses_to_replace_a_task_without_force() {
     let p = Project::new("init-refuse-task");
     p.rasen(&["init", "--task", "First task"]).expect_code(0);
@@ -282,4 +295,6 @@ fn init_refuses_while_a_run_is_in_progress() {
     assert!(rasen_files_starting_with(&p, "task.txt.bak").is_empty(), "a backup was made");
     run.signal(libc::SIGTERM);
     run.wait(30).expect_code(143);
+    let agent = p.sessions().iter().find(|s| s.role == "coder").unwrap().pid;
+    wait_until(30, "the hung agent's group is gone", || process_group_gone(agent));
 }

@@ -319,10 +319,11 @@ fn a_daemon_under_umask_000_creates_nothing_writable_by_others() {
     let r = rasen_with_umask_000(&p, &["run", "--background"]).expect_code(0);
     assert!(r.stdout.contains("Daemon started"), "{r}");
     wait_until(30, "a coder session hangs", || p.sessions().iter().any(|s| s.role == "coder"));
-    assert!(p.path(".rasen/rasen.pid").exists());
+    let daemon = p.daemon_pid().expect("the daemon's PID file");
     assert_nothing_writable_by_others(&p, "while the daemon runs");
 
     p.rasen(&["stop"]).expect_code(0);
+    assert!(process_gone(daemon), "stop returned while the daemon still ran");
     assert_eq!(get_str(&p.json(STATUS_FILE), "status"), Some("stopped"));
     assert_nothing_writable_by_others(&p, "after the daemon stopped");
 }
