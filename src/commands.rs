@@ -18,7 +18,7 @@ use crate::history::{AttemptHistory, GoodCommits};
 use crate::logger;
 use crate::logs;
 use crate::orchestrator::{self, RunOptions};
-use crate::plan::{Next, Plan};
+use crate::plan::{self, Next, Plan};
 use crate::project::Project;
 use crate::signals;
 use crate::status::{self, StatusFile};
@@ -153,7 +153,7 @@ pub fn resume(dir: &Path, background: bool, options: RunOptions) -> Result<i32> 
     if let Liveness::Running { pid } = daemon::liveness(&project)? {
         return Err(daemon::already_running(&project, pid));
     }
-    let plan = store::load::<Plan>(&project.plan_file())?;
+    let plan = store::load::<Plan>(&project.user_path(&project.plan_file()))?;
     if plan.is_none() && !project.task_file().exists() {
         return Err(Error::failed("No task to resume. Use 'rasen init' to start a new task."));
     }
@@ -183,7 +183,7 @@ fn last_worked_on(project: &Project, plan: &Plan) -> Result<Option<String>> {
     {
         return Ok(Some(s.id.clone()));
     }
-    let history = store::load::<AttemptHistory>(&project.history_file())?;
+    let history = store::load::<AttemptHistory>(&project.user_path(&project.history_file()))?;
     Ok(history.and_then(|h| h.attempts.last().map(|a| a.subtask_id.clone())))
 }
 
@@ -199,17 +199,10 @@ fn check_before_run(project: &Project) -> Result<()> {
     }
     git::require_repository(&project.root)?;
     check_agent_command(project)?;
-    if let Some(plan) = store::load::<Plan>(&project.plan_file())? {
-        plan.validate().map_err(|why| {
-            Error::state(format!(
-                "{}: {why}; fix the file or remove it to plan again (it was left unchanged)",
-                project.show(&project.plan_file())
-            ))
-        })?;
-    }
-    store::load::<AttemptHistory>(&project.history_file())?;
-    store::load::<GoodCommits>(&project.good_commits_file())?;
-    store::load::<StatusFile>(&project.status_file())?;
+    plan::load_valid(&project.user_path(&project.plan_file()))?;
+    store::load::<AttemptHistory>(&project.user_path(&project.history_file()))?;
+    store::load::<GoodCommits>(&project.user_path(&project.good_commits_file()))?;
+    store::load::<StatusFile>(&project.user_path(&project.status_file()))?;
     if let Liveness::Running { pid } = daemon::liveness(project)? {
         return Err(daemon::already_running(project, pid));
     }
@@ -257,7 +250,7 @@ fn finish(result: Result<orchestrator::Ending>) -> i32 {
 pub fn status(dir: &Path, json: bool) -> Result<i32> {
     let project = Project::open(dir)?;
     let liveness = daemon::liveness(&project)?;
-    let file = store::load::<StatusFile>(&project.status_file())?;
+    let file = store::load::<StatusFile>(&project.user_path(&project.status_file()))?;
     let report = status::Report::new(file, liveness, clock::now_secs());
     let text = if json { report.to_json() } else { report.to_text() };
     print_stdout(&text)?;

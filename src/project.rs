@@ -9,6 +9,8 @@ use crate::error::{Error, Result};
 
 pub struct Project {
     pub root: PathBuf,
+    /// The directory as the user named it (`.`, `proj`), for messages.
+    given: PathBuf,
     pub config: Config,
 }
 
@@ -22,7 +24,7 @@ impl Project {
         // Loaded through `dir` as given, so that errors name the file the
         // way the user would (`rasen.yml:3:5`, `proj/rasen.yml:3:5`).
         let config = Config::load(dir)?;
-        Ok(Project { root, config })
+        Ok(Project { root, given: dir.to_path_buf(), config })
     }
 
     /// Like `open`, but a broken rasen.yml only earns a warning and the
@@ -34,7 +36,7 @@ impl Project {
             Err(e) if e.code == crate::error::EXIT_USAGE => {
                 let root = dir.canonicalize().map_err(|_| e.clone())?;
                 eprintln!("rasen: warning: {e}; using the default file locations to stop");
-                Ok(Project { root, config: Config::default() })
+                Ok(Project { root, given: dir.to_path_buf(), config: Config::default() })
             }
             Err(e) => Err(e),
         }
@@ -75,6 +77,17 @@ impl Project {
     }
     pub fn status_file(&self) -> PathBuf {
         self.config.resolve(&self.root, &self.config.background.status_file)
+    }
+
+    /// `path` as the user can use it from where they ran rasen
+    /// (`.rasen/status.json`, `proj/.rasen/status.json`): what commands
+    /// read state through, so that errors name files the user's way.
+    pub fn user_path(&self, path: &Path) -> PathBuf {
+        match path.strip_prefix(&self.root) {
+            Ok(inside) if self.given == Path::new(".") => inside.to_path_buf(),
+            Ok(inside) => self.given.join(inside),
+            Err(_) => path.to_path_buf(),
+        }
     }
 
     /// `path` as the user would write it: relative to the project root when
