@@ -81,7 +81,10 @@ impl RunLock {
 }
 
 /// The refusal given when an orchestrator already runs on the project.
+/// Without a PID file (removed by hand) the PID comes from status.json, as
+/// `status` and `stop` take it.
 pub fn already_running(project: &Project, pid: Option<i32>) -> Error {
+    let pid = pid.or_else(|| status_file_pid(project));
     let who = pid.map(|p| format!(" with PID {p}")).unwrap_or_default();
     Error::failed(format!(
         "already running{who} on {} (see 'rasen status'; stop it with 'rasen stop')",
