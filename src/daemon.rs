@@ -276,6 +276,26 @@ pub fn process_info(pid: i32) -> Option<ProcessInfo> {
     })
 }
 
+/// After a crash (`kill -9` of the orchestrator, a reboot of nothing but
+/// rasen), its agent may still run: stop that process group — SIGTERM,
+/// a short grace, SIGKILL — if it still lives in the recorded session.
+/// Returns the group's id when there was one to stop.
+pub fn stop_orphaned_agent(status: &StatusFile) -> Option<i32> {
+    let (group, session) = (status.agent_pid?, status.session_id?);
+    if !group_alive_in_session(group, session) {
+        return None;
+    }
+    let _ = sys::kill_process_group(group, libc::SIGTERM);
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while group_alive_in_session(group, session) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if group_alive_in_session(group, session) {
+        let _ = sys::kill_process_group(group, libc::SIGKILL);
+    }
+    Some(group)
+}
+
 /// True when some live process is in process group `pgid` and in session
 /// `session`: the check that a recorded agent group still belongs to the
 /// orchestrator before `stop --force` signals it.
@@ -295,10 +315,12 @@ pub fn stop(project: &Project, force: bool, timeout: Duration) -> Result<i32> {
     let pid = match liveness(project)? {
         Liveness::NotRunning => {
             println!("No daemon running");
+            stop_agent_left_behind(project);
             return Ok(0);
         }
         Liveness::Stale { pid } => {
             remove_stale_pid_file(project, pid);
+            stop_agent_left_behind(project);
             return Ok(0);
         }
         Liveness::Running { pid } => pid.or_else(|| status_file_pid(project)),
@@ -313,6 +335,17 @@ pub fn stop(project: &Project, force: bool, timeout: Duration) -> Result<i32> {
         kill_now(project, pid)
     } else {
         stop_gracefully(project, pid, timeout)
+    }
+}
+
+/// `stop` with no orchestrator alive: an agent it left behind is stopped
+/// too, since "stop" means nothing of this project keeps running.
+fn stop_agent_left_behind(project: &Project) {
+    let Ok(Some(status)) = store::load::<StatusFile>(&project.status_file()) else { return };
+    if let Some(group) = stop_orphaned_agent(&status) {
+        println!(
+            "Stopped agent process group {group}, left behind by an orchestrator that was killed"
+        );
     }
 }
 

@@ -1,6 +1,7 @@
 //! The handful of git questions rasen asks: is this a repository, what is
-//! HEAD, how many commits since a point. Each
-//! runs `git -C ROOT …` and never changes the repository.
+//! HEAD, how many commits since a point. Each runs `git -C ROOT …` and
+//! never changes the repository — with one exception, `remove_index_lock_since`,
+//! which clears the lock a killed agent's git left behind.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -59,4 +60,103 @@ pub fn commits_since(root: &Path, base: Option<&str>) -> Result<u64> {
     text.trim()
         .parse()
         .map_err(|_| Error::failed(format!("git rev-list printed \"{}\"", text.trim())))
+}
+
+/// Removes `.git/index.lock` if it was created at or after `since`. When
+/// rasen ends a session by signal (timeout, stop), a `git commit` in the
+/// agent's group can die holding that lock, and every later session would
+/// then fail with "Another git process seems to be running". Only called
+/// once the session's whole process group is gone, so no git of the agent
+/// can still own it. Returns whether a lock was removed.
+pub fn remove_index_lock_since(root: &Path, since: std::time::SystemTime) -> Result<bool> {
+    let out = git(root, &["rev-parse", "--git-dir"])?;
+    if !out.status.success() {
+        return Ok(false);
+    }
+    let git_dir = root.join(String::from_utf8_lossy(&out.stdout).trim());
+    let lock = git_dir.join("index.lock");
+    let created = match std::fs::symlink_metadata(&lock).and_then(|m| m.modified()) {
+        Ok(time) => time,
+        Err(_) => return Ok(false),
+    };
+    // A second of slack: file times may be coarser than the clock.
+    if created + std::time::Duration::from_secs(1) < since {
+        return Ok(false);
+    }
+    std::fs::remove_file(&lock)
+        .map_err(|e| Error::io(&lock, "cannot remove the stale git lock", e))?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn repo() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "rasen-git-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(Command::new("git")
+            .args(["init", "-q"])
+            .current_dir(&dir)
+            .status()
+            .unwrap()
+            .success());
+        dir
+    }
+
+    #[test]
+    fn a_lock_from_the_session_is_removed_an_older_one_is_kept() {
+        let dir = repo();
+        let lock = dir.join(".git/index.lock");
+        std::fs::write(&lock, "").unwrap();
+        let later = SystemTime::now() + Duration::from_secs(60);
+        assert!(
+            !remove_index_lock_since(&dir, later).unwrap(),
+            "a lock older than the session stays"
+        );
+        assert!(lock.exists());
+        let before = SystemTime::now() - Duration::from_secs(60);
+        assert!(remove_index_lock_since(&dir, before).unwrap());
+        assert!(!lock.exists());
+        assert!(!remove_index_lock_since(&dir, before).unwrap(), "nothing to remove");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn commits_are_counted_from_a_base() {
+        let dir = repo();
+        let commit = |m: &str| {
+            let ok = Command::new("git")
+                .args([
+                    "-c",
+                    "user.name=t",
+                    "-c",
+                    "user.email=t@t",
+                    "commit",
+                    "-q",
+                    "--allow-empty",
+                    "-m",
+                    m,
+                ])
+                .current_dir(&dir)
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        };
+        assert_eq!(head(&dir).unwrap(), None);
+        assert_eq!(commits_since(&dir, None).unwrap(), 0);
+        commit("one");
+        let base = head(&dir).unwrap().unwrap();
+        commit("two");
+        commit("three");
+        assert_eq!(commits_since(&dir, Some(&base)).unwrap(), 2);
+        assert_eq!(commits_since(&dir, None).unwrap(), 3);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -137,6 +137,12 @@ impl<'a> Run<'a> {
         let previous = store::load::<StatusFile>(&project.status_file())?;
         let history = load_history(project)?;
         let mut status = previous.unwrap_or_else(StatusFile::initialized);
+        if let Some(group) = crate::daemon::stop_orphaned_agent(&status) {
+            log(&format!(
+                "stopped agent process group {group}, left behind by a run that was killed"
+            ));
+        }
+        status.session_id = crate::daemon::process_info(crate::sys::getpid()).map(|p| p.session);
         // Iterations, tokens and cost are per task: a restart never resets
         // them, so limits cannot be bypassed by resuming.
         status.iteration = status.iteration.max(history.attempts.len() as u64);
@@ -579,6 +585,7 @@ impl<'a> Run<'a> {
         let request = self.session_request(role, subtask, attempt, iteration, prompt)?;
         log(&format!("session {iteration}: {} started", role.name()));
         self.save_status()?;
+        let session_start = std::time::SystemTime::now();
         let project_status_path = self.project.status_file();
         let status = &mut self.status;
         let report = agent::run_session(&request, &mut |pid| {
@@ -587,6 +594,11 @@ impl<'a> Run<'a> {
             let _ = store::save(&project_status_path, status);
         })?;
         self.status.agent_pid = None;
+        if !matches!(report.end, SessionEnd::Exited(_))
+            && git::remove_index_lock_since(&self.project.root, session_start)?
+        {
+            log("removed .git/index.lock left by the agent's git when its session was ended");
+        }
         self.add_usage(&report);
         log(&format!(
             "session {iteration}: {} ended ({}) after {}, {} bytes of output",

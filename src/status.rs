@@ -84,6 +84,10 @@ pub struct StatusFile {
     /// commits): `total_commits` counts from here, so commits made by a
     /// session that was killed are counted too.
     pub base_commit: Option<String>,
+    /// The orchestrator's session id: a recorded agent group is signalled
+    /// after a crash only while it still lives in this session, so a
+    /// reused process-group id is never hit.
+    pub session_id: Option<i32>,
 }
 
 impl StatusFile {
@@ -111,6 +115,7 @@ impl StatusFile {
             agent_pid: None,
             waiting_until: None,
             base_commit: None,
+            session_id: None,
         }
     }
 }
@@ -144,7 +149,8 @@ impl StateFile for StatusFile {
         status.optional("cost_usd", Kind::Number)?;
         status.optional("agent_pid", Kind::Pid)?;
         status.optional("waiting_until", Kind::Text)?;
-        status.optional("base_commit", Kind::Text)
+        status.optional("base_commit", Kind::Text)?;
+        status.optional("session_id", Kind::Pid)
     }
 
     fn version(&self) -> Option<u32> {
@@ -381,7 +387,8 @@ mod tests {
   "cost_usd": null,
   "agent_pid": null,
   "waiting_until": null,
-  "base_commit": null
+  "base_commit": null,
+  "session_id": null
 }
 "#;
 

@@ -665,3 +665,47 @@ fn second_start_is_refused_while_a_daemon_runs() {
     assert_eq!(p.sessions().len(), 2, "only the first daemon runs sessions");
     stop(&p, pid);
 }
+
+// ---------------------------------------------------------------------------
+// An agent left behind by a daemon killed with -9
+// ---------------------------------------------------------------------------
+
+/// `kill -9` of the daemon orphans its agent (it is in its own process
+/// group); `rasen stop` then stops that agent too, since "stop" means
+/// nothing of this project keeps running.
+#[test]
+fn stop_after_kill_9_also_stops_the_agent_left_behind() {
+    let p = project("orphan-stop", 2, &[("SCRIPTED_CODER_t1", "slow:600")]);
+    init(&p, "Implement user authentication");
+    let (pid, _) = start_daemon(&p, &["run", "--background"]);
+    let agent = slow_session_under_way(&p, "t1");
+    wait_for_agent_recorded(&p, agent);
+    assert!(send_signal(pid, libc::SIGKILL));
+    wait_until(SOON, "the killed daemon to be gone", || process_gone(pid));
+    assert!(!process_gone(agent), "the agent should outlive a kill -9 of the daemon");
+
+    let r = p.rasen(&["stop"]).expect_code(0);
+    assert!(r.stdout.contains(&format!("Stopped agent process group {agent}")), "{r}");
+    assert_agents_gone(&p, 5);
+    p.rasen(&["stop"]).expect_code(0); // nothing left: idempotent
+}
+
+/// `resume` after a `kill -9` stops the orphaned agent before starting its
+/// own, so two agents never work in the same project at once.
+#[test]
+fn resume_after_kill_9_stops_the_agent_left_behind_first() {
+    let p = project("orphan-resume", 2, &[("SCRIPTED_CODER_t1", "slow:600,done")]);
+    init(&p, "Implement user authentication");
+    let (pid, _) = start_daemon(&p, &["run", "--background"]);
+    let agent = slow_session_under_way(&p, "t1");
+    wait_for_agent_recorded(&p, agent);
+    assert!(send_signal(pid, libc::SIGKILL));
+    wait_until(SOON, "the killed daemon to be gone", || process_gone(pid));
+
+    let (second, _) = start_daemon(&p, &["resume", "--background"]);
+    wait_until(SOON, "the orphaned agent to be stopped", || process_gone(agent));
+    wait_for_completion(&p, second);
+    let log = p.file(".rasen/rasen.log").unwrap_or_default();
+    assert!(log.contains(&format!("stopped agent process group {agent}, left behind")), "{log}");
+    assert_eq!(coder_sessions(&p), ["t1", "t1", "t2"]);
+}
