@@ -306,6 +306,12 @@ impl<'a> Run<'a> {
         if let Some(event) = last_event(&report.events, "build.blocked") {
             return Ok(Verdict::Blocked(one_line(&event.payload)));
         }
+        // A session that Claude itself reports as failed (error_max_turns,
+        // error_during_execution) was cut short: a "done" said before the
+        // end is not evidence that the work was finished.
+        if report.result.as_ref().is_some_and(|r| r.failed()) {
+            return Ok(Verdict::Failed(self.failure_reason(report)));
+        }
         if let Some(event) = last_event(&report.events, "build.done") {
             return self.judge_done_claim(&event.payload, subtask, commits);
         }
