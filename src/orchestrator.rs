@@ -292,14 +292,16 @@ impl<'a> Run<'a> {
         match report.end {
             SessionEnd::IdleTimeout => {
                 let secs = self.config.orchestrator.idle_timeout_seconds;
-                return Ok(Verdict::Timeout(format!(
-                    "no output for {secs}s: the session was ended as hung"
+                return Ok(Verdict::Timeout(with_tail(
+                    format!("no output for {secs}s: the session was ended as hung"),
+                    report,
                 )));
             }
             SessionEnd::SessionTimeout => {
-                return Ok(Verdict::Timeout(
+                return Ok(Verdict::Timeout(with_tail(
                     "the session ran out of time and was ended".to_string(),
-                ));
+                    report,
+                )));
             }
             _ => {}
         }
@@ -411,12 +413,7 @@ impl<'a> Run<'a> {
             (_, SessionEnd::Signaled(signal)) => format!("the agent was killed by signal {signal}"),
             _ => "the session ended".to_string(),
         };
-        let tail = last_lines(&report.tail, 10);
-        if tail.is_empty() {
-            what
-        } else {
-            format!("{what}; the end of its output:\n{tail}")
-        }
+        with_tail(what, report)
     }
 
     /// Applies the verdict to the plan and the streaks, and decides
@@ -908,6 +905,16 @@ fn one_line(text: &str) -> String {
     match first.char_indices().nth(300) {
         Some((cut, _)) => format!("{}…", &first[..cut]),
         None => first.to_string(),
+    }
+}
+
+/// `what`, followed by the last lines of the session's output if it had any.
+fn with_tail(what: String, report: &SessionReport) -> String {
+    let tail = last_lines(&report.tail, 10);
+    if tail.is_empty() {
+        what
+    } else {
+        format!("{what}; the end of its output:\n{tail}")
     }
 }
 
