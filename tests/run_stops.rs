@@ -141,6 +141,12 @@ fn stop_by_signal(name: &str, signal: i32, code: i32) {
     let run = p.spawn(&["run"]);
     let agent = wait_for_hang(&p, "t1");
     wait_until(10, "the PID file", || p.daemon_pid() == Some(run.pid()));
+    // While it runs, status.json names the orchestrator and its agent.
+    let s = status(&p);
+    assert_eq!(get_str(&s, "status"), Some("running"), "{s:?}");
+    assert_eq!(get_u64(&s, "pid"), Some(run.pid() as u64), "{s:?}");
+    assert_eq!(get_u64(&s, "agent_pid"), Some(agent as u64), "{s:?}");
+    assert_eq!(get_str(&s, "subtask_id"), Some("t1"), "{s:?}");
     let started = Instant::now();
     run.signal(signal);
     run.wait(30).expect_code(code);
@@ -179,4 +185,21 @@ fn initializer_writing_junk_twice_ends_the_run_with_an_error() {
         [session("initializer", "-", "1"), session("initializer", "-", "2")]
     );
     assert_eq!(p.file(".rasen/implementation_plan.json").as_deref(), Some("this is { not JSON\n"));
+}
+
+#[test]
+fn sigterm_during_the_pause_between_sessions_stops_at_once() {
+    let mut p = project("sigterm-pause");
+    p.set_config("orchestrator.session_delay_seconds", "600").env("SCRIPTED_SUBTASKS", "2");
+    let run = p.spawn(&["run"]);
+    wait_for_log(&p, "subtask t1: completed");
+    let started = Instant::now();
+    run.signal(libc::SIGTERM);
+    run.wait(30).expect_code(143);
+    assert!(started.elapsed() < Duration::from_secs(15), "stopping took {:?}", started.elapsed());
+
+    assert_ended(&p, "stopped", "stopped");
+    assert_eq!(session_list(&p), [session("initializer", "-", "1"), session("coder", "t1", "1")]);
+    assert_eq!(outcomes(&p), [pair("t1", "success")]);
+    assert_eq!(subtask_status(&p, "t2"), "pending");
 }
