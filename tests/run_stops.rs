@@ -203,3 +203,48 @@ fn sigterm_during_the_pause_between_sessions_stops_at_once() {
     assert_eq!(outcomes(&p), [pair("t1", "success")]);
     assert_eq!(subtask_status(&p, "t2"), "pending");
 }
+
+/// True once no `signal` is pending for `pid`: its handler has run.
+fn signal_delivered(pid: i32, signal: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return true };
+    let pending = |key: &str| {
+        let line = status.lines().find(|l| l.starts_with(key)).unwrap_or_default();
+        u64::from_str_radix(line[key.len()..].trim(), 16).unwrap_or(0)
+    };
+    let bit = 1u64 << (signal - 1);
+    (pending("ShdPnd:") | pending("SigPnd:")) & bit == 0
+}
+
+#[test]
+fn second_ctrl_c_skips_the_grace_for_an_agent_that_ignores_sigterm() {
+    let mut p = project("second-ctrl-c");
+    // A coder that ignores SIGTERM, and its children with it.
+    let wrapper = p.scripted_dir().join("stubborn-agent");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n[ \"$RASEN_ROLE\" = coder ] && trap '' TERM\nexec '{}'\n",
+            agent_script("scripted-agent").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    p.set_config("agent.command", &format!("\"{}\"", wrapper.display()))
+        .set_config("agent.stop_grace_seconds", "120")
+        .env("SCRIPTED_CODER", "hang");
+    let run = p.spawn(&["run"]);
+    let agent = wait_for_hang(&p, "t1");
+    let started = Instant::now();
+    run.signal(libc::SIGINT);
+    wait_until(10, "the first SIGINT to be handled", || signal_delivered(run.pid(), libc::SIGINT));
+    assert!(!process_group_gone(agent), "the agent ignores SIGTERM: it should still run");
+    run.signal(libc::SIGINT);
+    run.wait(30).expect_code(130);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(60), "the second Ctrl-C waited out the grace: {took:?}");
+
+    assert_ended(&p, "stopped", "stopped");
+    assert_eq!(outcomes(&p), [pair("t1", "interrupted")]);
+    assert_no_agent_process_left(&p);
+}
