@@ -295,19 +295,27 @@ impl<'a> Run<'a> {
         match report.end {
             SessionEnd::IdleTimeout => {
                 let secs = self.config.orchestrator.idle_timeout_seconds;
-                return Ok(Verdict::Timeout(format!(
-                    "no output for {secs}s: the session was ended as hung"
+                return Ok(Verdict::Timeout(with_tail(
+                    format!("no output for {secs}s: the session was ended as hung"),
+                    report,
                 )));
             }
             SessionEnd::SessionTimeout => {
-                return Ok(Verdict::Timeout(
+                return Ok(Verdict::Timeout(with_tail(
                     "the session ran out of time and was ended".to_string(),
-                ));
+                    report,
+                )));
             }
             _ => {}
         }
         if let Some(event) = last_event(&report.events, "build.blocked") {
             return Ok(Verdict::Blocked(one_line(&event.payload)));
+        }
+        // A session that Claude itself reports as failed (error_max_turns,
+        // error_during_execution) was cut short: a "done" said before the
+        // end is not evidence that the work was finished.
+        if report.result.as_ref().is_some_and(|r| r.failed()) {
+            return Ok(Verdict::Failed(self.failure_reason(report)));
         }
         if let Some(event) = last_event(&report.events, "build.done") {
             return self.judge_done_claim(&event.payload, subtask, commits);
@@ -409,12 +417,7 @@ impl<'a> Run<'a> {
             (_, SessionEnd::Signaled(signal)) => format!("the agent was killed by signal {signal}"),
             _ => "the session ended".to_string(),
         };
-        let tail = last_lines(&report.tail, 10);
-        if tail.is_empty() {
-            what
-        } else {
-            format!("{what}; the end of its output:\n{tail}")
-        }
+        with_tail(what, report)
     }
 
     /// Applies the verdict to the plan and the streaks, and decides
@@ -917,6 +920,16 @@ fn one_line(text: &str) -> String {
     match first.char_indices().nth(300) {
         Some((cut, _)) => format!("{}…", &first[..cut]),
         None => first.to_string(),
+    }
+}
+
+/// `what`, followed by the last lines of the session's output if it had any.
+fn with_tail(what: String, report: &SessionReport) -> String {
+    let tail = last_lines(&report.tail, 10);
+    if tail.is_empty() {
+        what
+    } else {
+        format!("{what}; the end of its output:\n{tail}")
     }
 }
 
