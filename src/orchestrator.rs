@@ -828,7 +828,9 @@ impl<'a> Run<'a> {
             Ok(ending) => {
                 self.status.status = match ending.reason {
                     Reason::Completed => RunState::Completed,
-                    Reason::Stopped(_) => RunState::Stopped,
+                    // A usage limit is not the task failing: it can go on
+                    // after the reset (`rasen resume`).
+                    Reason::Stopped(_) | Reason::UsageLimit => RunState::Stopped,
                     _ => RunState::Failed,
                 };
                 self.status.reason = Some(ending.reason.name().to_string());
