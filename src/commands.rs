@@ -180,8 +180,28 @@ fn check_before_run(project: &Project) -> Result<()> {
             project.show(&project.rasen_dir())
         )));
     }
+    // While another orchestrator runs, the state files are its own, and
+    // its agent may be halfway through writing the plan: say who runs
+    // rather than report a file caught mid-write.
+    refuse_if_running(project)?;
     git::require_repository(&project.root)?;
     check_agent_command(project)?;
+    if let Err(e) = check_state_files(project) {
+        refuse_if_running(project)?; // one may have started meanwhile
+        return Err(e);
+    }
+    refuse_if_running(project)
+}
+
+fn refuse_if_running(project: &Project) -> Result<()> {
+    if let Liveness::Running { pid } = daemon::liveness(project)? {
+        return Err(daemon::already_running(project, pid));
+    }
+    Ok(())
+}
+
+/// Every state file parses, and the plan (when there is one) is valid.
+fn check_state_files(project: &Project) -> Result<()> {
     if let Some(plan) = store::load::<Plan>(&project.plan_file())? {
         plan.validate().map_err(|why| {
             Error::state(format!(
@@ -193,9 +213,6 @@ fn check_before_run(project: &Project) -> Result<()> {
     store::load::<AttemptHistory>(&project.history_file())?;
     store::load::<GoodCommits>(&project.good_commits_file())?;
     store::load::<StatusFile>(&project.status_file())?;
-    if let Liveness::Running { pid } = daemon::liveness(project)? {
-        return Err(daemon::already_running(project, pid));
-    }
     Ok(())
 }
 
