@@ -197,15 +197,32 @@ fn check_before_run(project: &Project) -> Result<()> {
             project.show(&project.rasen_dir())
         )));
     }
+    // While another orchestrator runs, the state files are its own, and
+    // its agent may be halfway through writing the plan: say who runs
+    // rather than report a file caught mid-write.
+    refuse_if_running(project)?;
     git::require_repository(&project.root)?;
     check_agent_command(project)?;
+    if let Err(e) = check_state_files(project) {
+        refuse_if_running(project)?; // one may have started meanwhile
+        return Err(e);
+    }
+    refuse_if_running(project)
+}
+
+fn refuse_if_running(project: &Project) -> Result<()> {
+    if let Liveness::Running { pid } = daemon::liveness(project)? {
+        return Err(daemon::already_running(project, pid));
+    }
+    Ok(())
+}
+
+/// Every state file parses, and the plan (when there is one) is valid.
+fn check_state_files(project: &Project) -> Result<()> {
     plan::load_valid(&project.user_path(&project.plan_file()))?;
     store::load::<AttemptHistory>(&project.user_path(&project.history_file()))?;
     store::load::<GoodCommits>(&project.user_path(&project.good_commits_file()))?;
     store::load::<StatusFile>(&project.user_path(&project.status_file()))?;
-    if let Liveness::Running { pid } = daemon::liveness(project)? {
-        return Err(daemon::already_running(project, pid));
-    }
     Ok(())
 }
 

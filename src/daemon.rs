@@ -81,15 +81,31 @@ impl RunLock {
 }
 
 /// The refusal given when an orchestrator already runs on the project.
+/// The holder writes the PID file just after taking the lock; when the
+/// file is not there yet, give it a moment so the refusal names the PID.
 /// Without a PID file (removed by hand) the PID comes from status.json, as
 /// `status` and `stop` take it.
 pub fn already_running(project: &Project, pid: Option<i32>) -> Error {
-    let pid = pid.or_else(|| status_file_pid(project));
+    let pid = pid
+        .or_else(|| wait_for_pid_file(project, Duration::from_secs(1)))
+        .or_else(|| status_file_pid(project));
     let who = pid.map(|p| format!(" with PID {p}")).unwrap_or_default();
     Error::failed(format!(
         "already running{who} on {} (see 'rasen status'; stop it with 'rasen stop')",
         project.root.display()
     ))
+}
+
+/// The PID in the PID file, polled for at most `timeout`.
+fn wait_for_pid_file(project: &Project, timeout: Duration) -> Option<i32> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let pid = read_pid_file(&project.pid_file());
+        if pid.is_some() || std::time::Instant::now() >= deadline {
+            return pid;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Asks the run lock whether an orchestrator runs, without disturbing it.

@@ -80,6 +80,11 @@ impl Spawned {
         self.stdout.text()
     }
 
+    /// What it has printed on stderr so far (it may still be running).
+    pub fn stderr_so_far(&self) -> String {
+        self.stderr.text()
+    }
+
     /// Sends `sig` (libc::SIGTERM…) to this process only, not its group.
     pub fn signal(&self, sig: i32) {
         send_signal(self.pid(), sig);
