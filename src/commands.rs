@@ -269,6 +269,8 @@ pub fn status(dir: &Path, json: bool) -> Result<i32> {
     let liveness = daemon::liveness(&project)?;
     let file = store::load::<StatusFile>(&project.user_path(&project.status_file()))?;
     let report = status::Report::new(file, liveness, clock::now_secs());
+    let reused = report.stale_pid().and_then(daemon::process_info).is_some_and(|p| p.state != 'Z');
+    let report = report.with_pid_reused(reused);
     let text = if json { report.to_json() } else { report.to_text() };
     print_stdout(&text)?;
     Ok(report.exit_code())

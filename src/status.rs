@@ -168,6 +168,8 @@ pub struct Report {
     file: Option<StatusFile>,
     liveness: Liveness,
     now: i64,
+    /// The dead orchestrator's PID now names another live process.
+    pid_reused: bool,
 }
 
 /// The JSON shape of `rasen status --json` (stable field order).
@@ -200,7 +202,22 @@ struct JsonReport {
 
 impl Report {
     pub fn new(file: Option<StatusFile>, liveness: Liveness, now: i64) -> Report {
-        Report { file, liveness, now }
+        Report { file, liveness, now, pid_reused: false }
+    }
+
+    /// Says that the PID of a dead orchestrator now belongs to another
+    /// live process, so the report does not call that process gone.
+    pub fn with_pid_reused(mut self, reused: bool) -> Report {
+        self.pid_reused = reused;
+        self
+    }
+
+    /// The PID a stale or crashed run left behind, if any.
+    pub fn stale_pid(&self) -> Option<i32> {
+        match self.liveness {
+            Liveness::Running { .. } => None,
+            _ => self.pid(),
+        }
     }
 
     /// 0 running, 1 a stale PID file was found, 3 not running (LSB).
@@ -224,6 +241,7 @@ impl Report {
         let file_state = self.file.as_ref().map(|f| f.status);
         let claims_running = matches!(file_state, Some(RunState::Running | RunState::Waiting));
         let gone = match self.pid() {
+            Some(pid) if self.pid_reused => format!("PID {pid} now belongs to another process"),
             Some(pid) => format!("process {pid} is gone"),
             None => "its process is gone".to_string(),
         };
@@ -493,6 +511,12 @@ mod tests {
             .starts_with("Status: crashed (stale PID file, process 4242 is gone)\n"));
         assert!(stale.to_text().contains("rasen resume"));
         assert_eq!(stale.exit_code(), 1);
+        let reused =
+            Report::new(Some(running_file()), Liveness::Stale { pid: Some(4242) }, AT_18_48)
+                .with_pid_reused(true);
+        assert!(reused.to_text().starts_with(
+            "Status: crashed (stale PID file, PID 4242 now belongs to another process)\n"
+        ));
         let gone = Report::new(Some(running_file()), Liveness::NotRunning, AT_18_48);
         assert!(gone.to_text().starts_with("Status: crashed (process 4242 is gone)\n"));
         assert_eq!(gone.exit_code(), 3);

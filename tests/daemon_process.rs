@@ -307,6 +307,7 @@ fn pid_file_naming_an_unrelated_live_process_is_stale_and_that_process_is_never_
         fake_running_state(&p, pid);
         let r = p.rasen(&["status"]).expect_code(1);
         assert!(r.stdout.contains("stale PID file"), "{r}");
+        assert!(r.stdout.contains(&format!("PID {pid} now belongs to another process")), "{r}");
         assert!(!r.stdout.contains("Status: running"), "{r}");
         let r = p.rasen(&["status", "--json"]).expect_code(1);
         let v = parse_json(&r.stdout, "status --json");
