@@ -556,28 +556,10 @@ fn known_sections() -> Vec<&'static str> {
 
 /// ` (did you mean "x"?)` for a near spelling, else the list of known names.
 fn did_you_mean(word: &str, known: &[&str], what: &str) -> String {
-    let nearest = known.iter().map(|k| (edit_distance(word, k), *k)).min_by_key(|(d, _)| *d);
-    match nearest {
-        Some((distance, name)) if distance <= (word.chars().count() / 3).max(1) => {
-            format!(" (did you mean \"{name}\"?)")
-        }
-        _ => format!(" (known {what}: {})", known.join(", ")),
+    match crate::cli::closest(word, known) {
+        Some(name) => format!(" (did you mean \"{name}\"?)"),
+        None => format!(" (known {what}: {})", known.join(", ")),
     }
-}
-
-/// Levenshtein distance: single-character insertions, deletions, substitutions.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut current = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(ca != *cb);
-            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
-        }
-        previous = current;
-    }
-    previous[b.len()]
 }
 
 #[cfg(test)]
@@ -976,13 +958,5 @@ mod tests {
             config.resolve(project, Path::new("/var/log/r.log")),
             Path::new("/var/log/r.log")
         );
-    }
-
-    #[test]
-    fn edit_distance_counts_single_character_edits() {
-        assert_eq!(edit_distance("max_iteration", "max_iterations"), 1);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("same", "same"), 0);
     }
 }
