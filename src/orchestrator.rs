@@ -220,7 +220,7 @@ impl<'a> Run<'a> {
             match self.read_new_plan() {
                 Ok(plan) => {
                     log(&format!(
-                        "plan accepted: {} subtasks for \"{}\"",
+                        "plan accepted: {} subtask(s) for \"{}\"",
                         plan.subtasks.len(),
                         plan.task_name
                     ));
@@ -466,8 +466,8 @@ impl<'a> Run<'a> {
             }
             Verdict::Refused(why) | Verdict::Failed(why) | Verdict::Timeout(why) => {
                 self.consecutive_failures += 1;
-                log(&format!("subtask {id}: not completed: {}", one_line(&why)));
-                self.status.last_error = Some(format!("{id}: {}", one_line(&why)));
+                log(&format!("subtask {id}: not completed: {}", summary(&why)));
+                self.status.last_error = Some(format!("{id}: {}", summary(&why)));
                 None
             }
         };
@@ -925,6 +925,17 @@ fn one_line(text: &str) -> String {
     }
 }
 
+/// A reason in one line: its first line and, when it goes on (the end of
+/// an agent's or a verify command's output), its last non-empty line, which
+/// is where the error usually is.
+fn summary(text: &str) -> String {
+    let first = one_line(text);
+    match text.trim().lines().skip(1).filter(|l| !l.trim().is_empty()).last() {
+        Some(last) => format!("{first} … {}", one_line(last)),
+        None => first,
+    }
+}
+
 /// `what`, followed by the last lines of the session's output if it had any.
 fn with_tail(what: String, report: &SessionReport) -> String {
     let tail = last_lines(&report.tail, 10);
@@ -938,4 +949,27 @@ fn with_tail(what: String, report: &SessionReport) -> String {
 fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.trim_end().lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_keeps_the_first_and_the_last_line() {
+        let reason = "the agent exited with code 64; the end of its output:\nbuilding\nerror: cannot compile\n\n";
+        assert_eq!(
+            summary(reason),
+            "the agent exited with code 64; the end of its output: … error: cannot compile"
+        );
+        assert_eq!(summary("just one line"), "just one line");
+    }
+
+    #[test]
+    fn exit_codes_follow_the_contract() {
+        assert_eq!(Ending::new(Reason::Completed, "").exit_code(), 0);
+        assert_eq!(Ending::new(Reason::Stopped(libc::SIGINT), "").exit_code(), 130);
+        assert_eq!(Ending::new(Reason::Stopped(libc::SIGTERM), "").exit_code(), 143);
+        assert_eq!(Ending::new(Reason::Stalled, "").exit_code(), 1);
+    }
 }
