@@ -265,7 +265,7 @@ fn finish(result: Result<orchestrator::Ending>) -> i32 {
 
 /// `rasen status [--json]`.
 pub fn status(dir: &Path, json: bool) -> Result<i32> {
-    let project = Project::open(dir)?;
+    let project = Project::open_despite_config(dir, "show the status")?;
     let liveness = daemon::liveness(&project)?;
     let file = store::load::<StatusFile>(&project.user_path(&project.status_file()))?;
     let report = status::Report::new(file, liveness, clock::now_secs());
@@ -278,7 +278,7 @@ pub fn status(dir: &Path, json: bool) -> Result<i32> {
 
 /// `rasen logs [-n N] [-f]`.
 pub fn logs(dir: &Path, lines: usize, follow: bool) -> Result<i32> {
-    let project = Project::open(dir)?;
+    let project = Project::open_despite_config(dir, "show the log")?;
     let path = project.log_file();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -292,7 +292,7 @@ pub fn logs(dir: &Path, lines: usize, follow: bool) -> Result<i32> {
 
 /// `rasen stop [--force] [--timeout SECS]`.
 pub fn stop(dir: &Path, force: bool, timeout_seconds: u64) -> Result<i32> {
-    let project = Project::open_for_stop(dir)?;
+    let project = Project::open_despite_config(dir, "stop")?;
     daemon::stop(&project, force, Duration::from_secs(timeout_seconds))
 }
 

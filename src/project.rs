@@ -28,14 +28,15 @@ impl Project {
     }
 
     /// Like `open`, but a broken rasen.yml only earns a warning and the
-    /// default paths: `stop` must work even after a bad edit of the file
-    /// (the running orchestrator keeps the configuration it loaded).
-    pub fn open_for_stop(dir: &Path) -> Result<Project> {
+    /// default paths: `status`, `logs` and `stop` must work even after a bad
+    /// edit of the file, while the running orchestrator goes on with the
+    /// configuration it loaded. `doing` says what the defaults are used for.
+    pub fn open_despite_config(dir: &Path, doing: &str) -> Result<Project> {
         match Project::open(dir) {
             Ok(project) => Ok(project),
             Err(e) if e.code == crate::error::EXIT_USAGE => {
                 let root = dir.canonicalize().map_err(|_| e.clone())?;
-                eprintln!("rasen: warning: {e}; using the default file locations to stop");
+                eprintln!("rasen: warning: {e}; using the default file locations to {doing}");
                 Ok(Project { root, given: dir.to_path_buf(), config: Config::default() })
             }
             Err(e) => Err(e),

@@ -16,6 +16,16 @@ const COMMANDS: [&str; 6] = ["init", "run", "resume", "status", "logs", "stop"];
 
 /// The one line a usage or configuration error prints, without the prefix;
 /// panics unless stderr is exactly one `rasen: error: …` line.
+/// The one `rasen: warning:` line that status, logs and stop print for a
+/// broken configuration before carrying on with the default paths.
+fn warning_line(r: &RunResult) -> &str {
+    let mut lines = r.stderr.lines();
+    let (Some(first), None) = (lines.next(), lines.next()) else {
+        panic!("expected exactly one line on stderr\n{r}");
+    };
+    first.strip_prefix("rasen: warning: ").unwrap_or_else(|| panic!("no `rasen: warning:`\n{r}"))
+}
+
 fn error_line(r: &RunResult) -> &str {
     let mut lines = r.stderr.lines();
     let (Some(first), None) = (lines.next(), lines.next()) else {
@@ -223,9 +233,11 @@ fn project_dir_flag_acts_on_another_directory() {
 
     // A configuration error names the file in that directory.
     p.config("orchestrator:\n  max_iterations: 0\n");
-    let r = run_elsewhere(&["-C", dir, "status"]).expect_code(2);
     let expected = format!("{dir}/rasen.yml:2:19: orchestrator.max_iterations: must be at least 1");
+    let r = run_elsewhere(&["-C", dir, "run"]).expect_code(2);
     assert!(error_line(&r).starts_with(&expected), "{r}");
+    let r = run_elsewhere(&["-C", dir, "status"]).expect_code(3);
+    assert!(warning_line(&r).starts_with(&expected), "{r}");
 }
 
 #[test]
@@ -245,13 +257,17 @@ fn assert_config_error(yaml: &str, position: &str, what: &str) {
     let p = Project::new("cli-yaml");
     p.rasen(&["init", "--task", "Anything"]).expect_code(0);
     p.config(yaml);
-    for command in ["status", "run"] {
-        let r = p.rasen(&[command]).expect_code(2);
-        let line = error_line(&r);
-        let prefix = format!("rasen.yml:{position}: ");
-        assert!(line.starts_with(&prefix), "{command} with {yaml:?}: expected {prefix}\n{r}");
-        assert!(line.contains(what), "{command} with {yaml:?}: expected {what:?}\n{r}");
-    }
+    let prefix = format!("rasen.yml:{position}: ");
+    let r = p.rasen(&["run"]).expect_code(2);
+    let line = error_line(&r);
+    assert!(line.starts_with(&prefix), "run with {yaml:?}: expected {prefix}\n{r}");
+    assert!(line.contains(what), "run with {yaml:?}: expected {what:?}\n{r}");
+    // status still shows the status, and says what is wrong with the file.
+    let r = p.rasen(&["status"]).expect_code(3);
+    let line = warning_line(&r);
+    assert!(line.starts_with(&prefix), "status with {yaml:?}: expected {prefix}\n{r}");
+    assert!(line.contains(what), "status with {yaml:?}: expected {what:?}\n{r}");
+    assert!(r.stdout.contains("Status: initialized"), "{r}");
     assert!(p.sessions().is_empty(), "a session ran with a bad rasen.yml");
     assert_eq!(get_str(&p.json(".rasen/status.json"), "status"), Some("initialized"));
 }
@@ -387,15 +403,14 @@ fn environment_agent_command_overrides_the_file() {
 fn bad_environment_value_names_the_variable() {
     let mut p = initialized("cli-env-bad");
     p.env("RASEN_MAX_ITERATIONS", "lots");
-    for args in [&["run"][..], &["run", "--background"], &["status"]] {
+    let expected =
+        "environment variable RASEN_MAX_ITERATIONS: expected a positive integer, got \"lots\"";
+    for args in [&["run"][..], &["run", "--background"]] {
         let r = p.rasen(args).expect_code(2);
-        assert_eq!(
-            error_line(&r),
-            "environment variable RASEN_MAX_ITERATIONS: expected a positive integer, got \"lots\"",
-            "rasen {}",
-            args.join(" ")
-        );
+        assert_eq!(error_line(&r), expected, "rasen {}", args.join(" "));
     }
+    let r = p.rasen(&["status"]).expect_code(3);
+    assert!(warning_line(&r).starts_with(expected), "{r}");
     assert!(p.sessions().is_empty());
     assert_eq!(p.daemon_pid(), None);
 }
