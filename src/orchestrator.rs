@@ -220,7 +220,7 @@ impl<'a> Run<'a> {
             match self.read_new_plan() {
                 Ok(plan) => {
                     log(&format!(
-                        "plan accepted: {} subtask(s) for \"{}\"",
+                        "plan accepted: {} subtasks for \"{}\"",
                         plan.subtasks.len(),
                         plan.task_name
                     ));
