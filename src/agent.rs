@@ -115,14 +115,31 @@ const REAP_BOUND: Duration = Duration::from_secs(2);
 
 const FIX_COMMAND: &str = "set agent.command in rasen.yml or RASEN_AGENT_COMMAND";
 
-/// Runs one session to its end. `on_spawn` gets the agent's PID (also its
-/// process group id) as soon as it runs. An agent that cannot be started is
-/// a configuration error naming it.
-pub fn run_session(req: &SessionRequest, on_spawn: &mut dyn FnMut(i32)) -> Result<SessionReport> {
+/// What a running session tells its caller, so that `status` can show a
+/// live agent as live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// The agent runs, with this PID (also its process group id).
+    Started(i32),
+    /// The agent printed something since the last report (at most one
+    /// report per `PROGRESS_EVERY`).
+    Output,
+}
+
+/// How often at most `Progress::Output` is reported.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Runs one session to its end, telling `observe` when the agent started
+/// and, now and then, that it is still printing. An agent that cannot be
+/// started is a configuration error naming it.
+pub fn run_session(
+    req: &SessionRequest,
+    observe: &mut dyn FnMut(Progress),
+) -> Result<SessionReport> {
     let started = Instant::now();
     let mut child = spawn(req)?;
     let pgid = child.id() as i32;
-    on_spawn(pgid);
+    observe(Progress::Started(pgid));
     let (stdin, stdout, stderr) = match take_pipes(&mut child) {
         Ok(pipes) => pipes,
         Err(e) => {
@@ -143,6 +160,8 @@ pub fn run_session(req: &SessionRequest, on_spawn: &mut dyn FnMut(i32)) -> Resul
         output: Output::new(req),
         leader: None,
         buf: vec![0; 64 * 1024],
+        observe,
+        last_reported: started,
     };
     let end = session.run();
     Ok(session.into_report(end))
@@ -267,6 +286,8 @@ struct Session<'a> {
     /// How the main process ended, once it is reaped.
     leader: Option<SessionEnd>,
     buf: Vec<u8>,
+    observe: &'a mut dyn FnMut(Progress),
+    last_reported: Instant,
 }
 
 impl Session<'_> {
@@ -283,6 +304,15 @@ impl Session<'_> {
             }
             let wait = self.next_wait();
             self.wait_for_output(wait);
+            self.report_output();
+        }
+    }
+
+    /// Tells the caller the agent is printing, at most every PROGRESS_EVERY.
+    fn report_output(&mut self) {
+        if self.last_output > self.last_reported && self.last_reported.elapsed() >= PROGRESS_EVERY {
+            self.last_reported = Instant::now();
+            (self.observe)(Progress::Output);
         }
     }
 
@@ -812,6 +842,18 @@ mod tests {
     }
 
     #[test]
+    fn a_printing_agent_is_reported_alive_now_and_then() {
+        // Prints every 0.5 s for 6 s: at least one report after PROGRESS_EVERY.
+        let req = script("i=0; while [ $i -lt 12 ]; do echo tick; sleep 0.5; i=$((i+1)); done");
+        let mut seen = Vec::new();
+        let report = run_session(&req, &mut |p| seen.push(p)).unwrap();
+        assert_eq!(report.end, SessionEnd::Exited(0));
+        assert!(matches!(seen.first(), Some(Progress::Started(_))), "{seen:?}");
+        let outputs = seen.iter().filter(|p| **p == Progress::Output).count();
+        assert!((1..=2).contains(&outputs), "one report per {PROGRESS_EVERY:?} at most: {seen:?}");
+    }
+
+    #[test]
     fn a_large_prompt_does_not_deadlock_an_agent_that_writes_first() {
         // The agent fills its stdout pipe before reading a byte of stdin.
         let mut req = script("head -c 300000 /dev/zero | tr '\\0' x; echo; wc -c");
@@ -826,8 +868,12 @@ mod tests {
     #[test]
     fn on_spawn_gets_the_process_group_leader() {
         let mut spawned = 0;
-        let report =
-            run_session(&script("echo $$; ps -o pgid= -p $$"), &mut |pid| spawned = pid).unwrap();
+        let report = run_session(&script("echo $$; ps -o pgid= -p $$"), &mut |p| {
+            if let Progress::Started(pid) = p {
+                spawned = pid;
+            }
+        })
+        .unwrap();
         assert_eq!(report.end, SessionEnd::Exited(0));
         let lines = agent_lines("agent");
         assert_eq!(pid_logged_first(&lines), spawned);

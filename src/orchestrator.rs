@@ -19,7 +19,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::agent::{self, OutputFormat, SessionEnd, SessionReport, SessionRequest};
+use crate::agent::{self, OutputFormat, Progress, SessionEnd, SessionReport, SessionRequest};
 use crate::claude;
 use crate::clock;
 use crate::config::{Backend, Config};
@@ -591,8 +591,18 @@ impl<'a> Run<'a> {
         let session_start = std::time::SystemTime::now();
         let project_status_path = self.project.status_file();
         let status = &mut self.status;
-        let report = agent::run_session(&request, &mut |pid| {
-            status.agent_pid = Some(pid);
+        let root = &self.project.root;
+        let report = agent::run_session(&request, &mut |progress| {
+            match progress {
+                Progress::Started(pid) => status.agent_pid = Some(pid),
+                // The agent is alive and working: say so, with its commits.
+                Progress::Output => {
+                    let base = status.base_commit.as_deref().filter(|b| !b.is_empty());
+                    if let Ok(total) = git::commits_since(root, base) {
+                        status.total_commits = total;
+                    }
+                }
+            }
             status.last_activity = Some(clock::now_iso());
             let _ = store::save(&project_status_path, status);
         })?;
