@@ -40,7 +40,7 @@ status.json
 
 /// `rasen init --task TEXT [--force]`.
 pub fn init(dir: &Path, task_arg: &str, force: bool) -> Result<i32> {
-    let project = Project::open(dir)?;
+    let project = Project::open_here(dir)?;
     let task = read_task_argument(task_arg)?;
     if let Liveness::Running { pid } = daemon::liveness(&project)? {
         return Err(daemon::already_running(&project, pid));

@@ -15,9 +15,19 @@ pub struct Project {
 }
 
 impl Project {
-    /// Opens the project in `dir`: the directory must exist; its rasen.yml
-    /// (if any) and the environment give the configuration.
+    /// Opens the project that `dir` is in, the way git finds its
+    /// repository: `dir` itself, or the nearest parent with a `.rasen/`
+    /// directory, not looking past the top of the git work tree. So
+    /// `rasen status` works from `src/` as well.
     pub fn open(dir: &Path) -> Result<Project> {
+        Project::open_here(&find_project_dir(dir))
+    }
+
+    /// Opens the project in exactly `dir` (what `init` uses: like `git
+    /// init`, it makes the directory it is given a project). The directory
+    /// must exist; its rasen.yml (if any) and the environment give the
+    /// configuration.
+    pub fn open_here(dir: &Path) -> Result<Project> {
         let root = dir.canonicalize().map_err(|e| {
             Error::usage(format!("{}: cannot use as the project directory: {e}", dir.display()))
         })?;
@@ -95,5 +105,51 @@ impl Project {
     /// it is inside it (`.rasen/rasen.pid`), absolute otherwise.
     pub fn show(&self, path: &Path) -> String {
         path.strip_prefix(&self.root).unwrap_or(path).display().to_string()
+    }
+}
+
+/// `dir`, or the nearest parent holding `.rasen/`, written relative to
+/// `dir` (`..`, `../..`) so messages stay in the user's terms. The search
+/// stops at the top of a git work tree (a directory with `.git`) and at
+/// the root of the file system; without a find, `dir` itself.
+fn find_project_dir(dir: &Path) -> PathBuf {
+    let Ok(start) = dir.canonicalize() else { return dir.to_path_buf() };
+    let mut here = start.as_path();
+    let mut found = dir.to_path_buf();
+    loop {
+        if here.join(".rasen").is_dir() {
+            return found;
+        }
+        if here.join(".git").exists() {
+            return dir.to_path_buf();
+        }
+        match here.parent() {
+            Some(parent) => {
+                here = parent;
+                found =
+                    if found == Path::new(".") { PathBuf::from("..") } else { found.join("..") };
+            }
+            None => return dir.to_path_buf(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_project_is_found_from_a_subdirectory_but_not_past_the_repository() {
+        let top = std::env::temp_dir().join(format!("rasen-project-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&top);
+        let sub = top.join("repo/src/deep");
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::create_dir_all(top.join("repo/.git")).unwrap();
+        std::fs::create_dir_all(top.join(".rasen")).unwrap(); // outside the repository
+        assert_eq!(find_project_dir(&sub), sub, "not found past the top of the work tree");
+        std::fs::create_dir_all(top.join("repo/.rasen")).unwrap();
+        assert_eq!(find_project_dir(&sub), sub.join("..").join(".."));
+        assert_eq!(find_project_dir(&top.join("repo")), top.join("repo"));
+        std::fs::remove_dir_all(&top).unwrap();
     }
 }

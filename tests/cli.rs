@@ -453,3 +453,27 @@ fn dependencies_are_exactly_libc_lexopt_and_miniserde() {
     dependencies.sort();
     assert_eq!(dependencies, ["lexopt", "libc", "miniserde"]);
 }
+
+/// Like git, rasen finds the project from a subdirectory: the nearest
+/// parent with `.rasen/`, not looking past the top of the work tree.
+#[test]
+fn commands_find_the_project_from_a_subdirectory() {
+    let p = Project::new("cli-subdir");
+    p.rasen(&["init", "--task", "Anything"]).expect_code(0);
+    p.rasen(&["run"]).expect_code(0);
+    let sub = p.path("src/deep");
+    std::fs::create_dir_all(&sub).unwrap();
+    let in_sub = |args: &[&str]| {
+        let mut cmd = p.command(env!("CARGO_BIN_EXE_rasen"));
+        cmd.current_dir(&sub).args(args);
+        Spawned::start(cmd, &format!("rasen {}", args.join(" "))).wait(DEFAULT_DEADLINE_SECS)
+    };
+    let r = in_sub(&["status"]).expect_code(3);
+    assert!(r.stdout.contains("Status: completed"), "{r}");
+    let r = in_sub(&["logs", "-n", "1"]).expect_code(0);
+    assert!(r.stdout.contains("run ended: completed"), "{r}");
+    assert!(!sub.join(".rasen").exists(), "nothing was created in the subdirectory");
+    // init makes the directory it is given a project, as git init does.
+    in_sub(&["init", "--task", "Nested"]).expect_code(0);
+    assert!(sub.join(".rasen/task.txt").exists());
+}
