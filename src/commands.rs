@@ -81,6 +81,12 @@ fn read_task_argument(arg: &str) -> Result<String> {
     let text = if !arg.contains('\n') && path.is_file() {
         std::fs::read_to_string(path)
             .map_err(|e| Error::io(path, "cannot read the task file", e))?
+    } else if looks_like_a_file_name(arg) {
+        // `--task spec.md` with a typo must not become the task "spec.md".
+        let what = if path.is_dir() { "is a directory" } else { "no such file" };
+        return Err(Error::usage(format!(
+            "init: --task {arg}: {what}; give the task file's path, or a description of the task"
+        )));
     } else {
         arg.to_string()
     };
@@ -90,6 +96,13 @@ fn read_task_argument(arg: &str) -> Result<String> {
         ));
     }
     Ok(text)
+}
+
+/// One word with a `/` or a document extension: meant as a file.
+fn looks_like_a_file_name(arg: &str) -> bool {
+    let word = !arg.trim().is_empty() && !arg.trim().contains(char::is_whitespace);
+    let extension = [".md", ".txt", ".rst", ".org", ".adoc"].iter().any(|e| arg.ends_with(e));
+    word && (arg.contains('/') || extension)
 }
 
 fn create_rasen_dir(project: &Project) -> Result<()> {

@@ -298,3 +298,20 @@ fn init_refuses_while_a_run_is_in_progress() {
     let agent = p.sessions().iter().find(|s| s.role == "coder").unwrap().pid;
     wait_until(30, "the hung agent's group is gone", || process_group_gone(agent));
 }
+
+/// A task argument that is plainly meant as a file (`spec.md`,
+/// `docs/task`) but names none is an error, not the task "spec.md".
+#[test]
+fn init_refuses_a_task_file_that_does_not_exist() {
+    let p = Project::new("init-missing-file");
+    std::fs::create_dir_all(p.path("docs")).unwrap();
+    let before = project_snapshot(&p);
+    for task in ["spec.md", "docs/task"] {
+        let r = p.rasen(&["init", "--task", task]).expect_code(2);
+        assert!(r.stderr.contains(&format!("--task {task}: no such file")), "{task:?}\n{r}");
+    }
+    let r = p.rasen(&["init", "--task", "docs/"]).expect_code(2);
+    assert!(r.stderr.contains("is a directory"), "{r}");
+    assert_eq!(project_snapshot(&p), before, "a refused init created files");
+    p.rasen(&["init", "--task", "Write the docs"]).expect_code(0);
+}
