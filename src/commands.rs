@@ -256,13 +256,17 @@ fn start(project: Project, background: bool, options: RunOptions) -> Result<i32>
         });
     }
     let lock = RunLock::acquire(&project)?;
-    lock.write_pid_file()?;
+    let result = run_in_foreground(&project, &lock, &options);
+    lock.release(); // also when the start failed: no PID file is left behind
+    result
+}
+
+fn run_in_foreground(project: &Project, lock: &RunLock, options: &RunOptions) -> Result<i32> {
+    logger::open(&project.log_file(), true)?;
     signals::install()
         .map_err(|e| Error::failed(format!("cannot install signal handlers: {e}")))?;
-    logger::open(&project.log_file(), true)?;
-    let result = orchestrator::run(&project, &options);
-    lock.release();
-    result.map(|ending| ending.exit_code())
+    lock.write_pid_file()?;
+    orchestrator::run(project, options).map(|ending| ending.exit_code())
 }
 
 /// The daemon's exit code; its errors can only go to the log.
@@ -280,7 +284,11 @@ fn finish(result: Result<orchestrator::Ending>) -> i32 {
 pub fn status(dir: &Path, json: bool) -> Result<i32> {
     let project = Project::open_despite_config(dir, "show the status")?;
     let liveness = daemon::liveness(&project)?;
-    let file = store::load::<StatusFile>(&project.user_path(&project.status_file()))?;
+    let mut file = store::load::<StatusFile>(&project.user_path(&project.status_file()))?;
+    if file.is_none() && project.task_file().exists() {
+        // status.json is a runtime file and may be gone; the task is not.
+        file = Some(StatusFile::initialized());
+    }
     let report = status::Report::new(file, liveness, clock::now_secs());
     let reused = report.stale_pid().and_then(daemon::process_info).is_some_and(|p| p.state != 'Z');
     let report = report.with_pid_reused(reused);

@@ -110,12 +110,16 @@ fn wait_for_pid_file(project: &Project, timeout: Duration) -> Option<i32> {
 
 /// Asks the run lock whether an orchestrator runs, without disturbing it.
 pub fn liveness(project: &Project) -> Result<Liveness> {
-    let pid = read_pid_file(&project.pid_file());
+    let pid_file = project.pid_file();
+    let pid = read_pid_file(&pid_file);
+    // A PID file nobody holds the lock for is stale, even one whose
+    // content is garbage: `stop` must still clean it up.
+    let left_behind = pid.is_some() || std::fs::symlink_metadata(&pid_file).is_ok();
     let path = project.run_lock_file();
     let file = match File::open(&path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok(if pid.is_some() { Liveness::Stale { pid } } else { Liveness::NotRunning });
+            return Ok(if left_behind { Liveness::Stale { pid } } else { Liveness::NotRunning });
         }
         Err(e) => return Err(Error::io(&path, "cannot open", e)),
     };
@@ -123,10 +127,10 @@ pub fn liveness(project: &Project) -> Result<Liveness> {
     // released again when `file` is dropped at the end of this function.
     let free =
         sys::try_lock_shared(&file).map_err(|e| Error::io(&path, "cannot query the lock", e))?;
-    Ok(match (free, pid) {
-        (false, pid) => Liveness::Running { pid },
-        (true, Some(pid)) => Liveness::Stale { pid: Some(pid) },
-        (true, None) => Liveness::NotRunning,
+    Ok(match (free, left_behind) {
+        (false, _) => Liveness::Running { pid },
+        (true, true) => Liveness::Stale { pid },
+        (true, false) => Liveness::NotRunning,
     })
 }
 
