@@ -42,7 +42,8 @@ Commands:
   run [--background]   Plan and work through the task (foreground or daemon)
   status [--json]      Show progress, and whether the orchestrator runs
   logs [-n N] [-f]     Show the last N log lines; -f keeps following
-  stop [--force]       Stop the running orchestrator gracefully (or at once)
+  stop [--force] [--timeout SECS]
+                       Stop the running orchestrator gracefully (or at once)
   resume [--background]  Continue an interrupted task where it stopped
 
 Options:

@@ -71,6 +71,9 @@ pub fn init(dir: &Path, task_arg: &str, force: bool) -> Result<i32> {
     }
     store::save(&project.status_file(), &StatusFile::initialized())?;
     println!("Initialized task in {}", project.show(&project.rasen_dir()));
+    if !git::is_repository(&project.root) {
+        println!("Note: this is not a git repository yet; 'rasen run' needs one ('git init')");
+    }
     println!("Next: 'rasen run' (foreground) or 'rasen run --background' (daemon)");
     Ok(0)
 }

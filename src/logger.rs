@@ -9,7 +9,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -36,6 +36,14 @@ pub fn open(path: &Path, echo: bool) -> Result<()> {
 /// Opens `path` for appending the way every log writer must: create with
 /// 0644, append, and never through a symlink.
 pub fn open_for_append(path: &Path) -> Result<File> {
+    // A log moved elsewhere by `background.log_file` may need its directory.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(|e| Error::io(dir, "cannot create the log's directory", e))?;
+    }
     OpenOptions::new()
         .create(true)
         .append(true)

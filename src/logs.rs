@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::signals;
+use crate::{signals, sys};
 
 /// How much of the log is read at a time, backwards or forwards.
 const BLOCK_SIZE: usize = 64 * 1024;
@@ -58,6 +58,9 @@ fn follow_until_stopped(follower: &mut Follower, n: usize, out: &mut dyn Write) 
     // Without rasen's signal handlers Ctrl-C simply ends the process; with
     // them, the sleep returns early and we stop here.
     while !signals::sleep_unless_shutdown(POLL_INTERVAL) {
+        if sys::reader_gone(libc::STDOUT_FILENO) {
+            return Ok(());
+        }
         follower.poll_once(out)?;
     }
     Ok(())

@@ -154,6 +154,16 @@ pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
     }
 }
 
+/// True when `fd` is the write end of a pipe whose reader has gone (poll
+/// reports POLLERR), so `rasen logs -f | head -1` can end when head does
+/// rather than at the next log line.
+pub fn reader_gone(fd: RawFd) -> bool {
+    let mut pfd = libc::pollfd { fd, events: 0, revents: 0 };
+    // SAFETY: pfd is one valid, initialised pollfd; a zero timeout never blocks.
+    let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
+    ready > 0 && pfd.revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
 /// Sets the file mode creation mask, returning the previous one.
 pub fn set_umask(mask: u32) -> u32 {
     // SAFETY: umask cannot fail and has no memory effects.

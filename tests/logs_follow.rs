@@ -207,6 +207,19 @@ fn follow_into_a_closed_pipe_ends_quietly() {
     assert_eq!(r.stderr, "rasen exited with 0\n", "{r}");
 }
 
+/// `rasen logs -f | head -1` ends when head does, without waiting for
+/// another line to be written to the log.
+#[test]
+fn follow_ends_when_its_reader_leaves_even_if_the_log_is_quiet() {
+    let p = Project::new("follow-pipe-quiet");
+    LogWriter::open(&p).write("one\ntwo\n");
+    let pipeline =
+        shell(&p, "{ \"$RASEN\" logs --follow; echo \"rasen exited with $?\" >&2; } | head -n 1");
+    let r = pipeline.wait(DEADLINE_SECS);
+    assert_eq!(r.stdout, "one\n", "{r}");
+    assert_eq!(r.stderr, "rasen exited with 0\n", "{r}");
+}
+
 #[test]
 fn logs_into_a_closed_pipe_ends_quietly() {
     let p = Project::new("logs-pipe");
