@@ -67,14 +67,14 @@ pub fn init(dir: &Path, task_arg: &str, force: bool) -> Result<i32> {
     let config_path = project.root.join("rasen.yml");
     if !config_path.exists() {
         store::write_atomically(&config_path, DEFAULT_CONFIG_YAML.as_bytes(), 0o644)?;
-        println!("Wrote rasen.yml with the default configuration (every key documented)");
+        say!("Wrote rasen.yml with the default configuration (every key documented)");
     }
     store::save(&project.status_file(), &StatusFile::initialized())?;
-    println!("Initialized task in {}", project.show(&project.rasen_dir()));
+    say!("Initialized task in {}", project.show(&project.rasen_dir()));
     if !git::is_repository(&project.root) {
-        println!("Note: this is not a git repository yet; 'rasen run' needs one ('git init')");
+        say!("Note: this is not a git repository yet; 'rasen run' needs one ('git init')");
     }
-    println!("Next: 'rasen run' (foreground) or 'rasen run --background' (daemon)");
+    say!("Next: 'rasen run' (foreground) or 'rasen run --background' (daemon)");
     Ok(0)
 }
 
@@ -137,7 +137,7 @@ fn back_up_previous_task(project: &Project) -> Result<()> {
         if path.exists() {
             let backup = unused_backup_path(&path, &stamp);
             std::fs::rename(&path, &backup).map_err(|e| Error::io(&path, "cannot back up", e))?;
-            println!("Kept {} as {}", project.show(&path), project.show(&backup));
+            say!("Kept {} as {}", project.show(&path), project.show(&backup));
         }
     }
     Ok(())
@@ -178,16 +178,16 @@ pub fn resume(dir: &Path, background: bool, options: RunOptions) -> Result<i32> 
         Some(plan) => {
             let (done, total) = plan.progress();
             if matches!(plan.next_subtask(), Next::AllCompleted) {
-                println!("Task already completed: {} ({done}/{total} subtasks)", plan.task_name);
+                say!("Task already completed: {} ({done}/{total} subtasks)", plan.task_name);
                 return Ok(0);
             }
-            println!("Resuming task: {}", plan.task_name);
-            println!("Progress: {done}/{total} subtasks completed");
+            say!("Resuming task: {}", plan.task_name);
+            say!("Progress: {done}/{total} subtasks completed");
             if let Some(id) = last_worked_on(&project, &plan)? {
-                println!("Last working on: {id}");
+                say!("Last working on: {id}");
             }
         }
-        None => println!("The plan was never created; the initializer will plan the task first."),
+        None => say!("The plan was never created; the initializer will plan the task first."),
     }
     start(project, background, options)
 }

@@ -147,7 +147,7 @@ pub fn read_pid_file(path: &Path) -> Option<i32> {
 /// the exit code for the caller (0 once the daemon said it is ready). In
 /// the daemon itself this never returns: it exits with `body`'s code.
 pub fn run_in_background(project: &Project, body: impl FnOnce(RunLock) -> i32) -> Result<i32> {
-    println!(
+    say!(
         "Starting daemon... (PID file: {}, log: {})",
         project.show(&project.pid_file()),
         project.show(&project.log_file())
@@ -162,7 +162,7 @@ pub fn run_in_background(project: &Project, body: impl FnOnce(RunLock) -> i32) -
             let _ = sys::wait_for_child(child); // the short-lived first child
             match report {
                 Readiness::Ready(pid) => {
-                    println!("Daemon started with PID {pid}");
+                    say!("Daemon started with PID {pid}");
                     Ok(0)
                 }
                 Readiness::Failed(message) => Err(Error::failed(message)),
@@ -334,7 +334,7 @@ pub fn group_alive_in_session(pgid: i32, session: i32) -> bool {
 pub fn stop(project: &Project, force: bool, timeout: Duration) -> Result<i32> {
     let pid = match liveness(project)? {
         Liveness::NotRunning => {
-            println!("No daemon running");
+            say!("No daemon running");
             stop_agent_left_behind(project);
             return Ok(0);
         }
@@ -363,27 +363,22 @@ pub fn stop(project: &Project, force: bool, timeout: Duration) -> Result<i32> {
 fn stop_agent_left_behind(project: &Project) {
     let Ok(Some(status)) = store::load::<StatusFile>(&project.status_file()) else { return };
     if let Some(group) = stop_orphaned_agent(&status) {
-        println!(
-            "Stopped agent process group {group}, left behind by an orchestrator that was killed"
-        );
+        say!("Stopped agent process group {group}, left behind by an orchestrator that was killed");
     }
 }
 
 fn remove_stale_pid_file(project: &Project, pid: Option<i32>) {
     let _ = std::fs::remove_file(project.pid_file());
     let who = pid.map(|p| format!(" (process {p} is gone or is not rasen)")).unwrap_or_default();
-    println!(
-        "No daemon running; removed stale PID file {}{who}",
-        project.show(&project.pid_file())
-    );
+    say!("No daemon running; removed stale PID file {}{who}", project.show(&project.pid_file()));
 }
 
 fn stop_gracefully(project: &Project, pid: i32, timeout: Duration) -> Result<i32> {
-    println!("Stopping daemon (PID {pid}), waiting up to {}s...", timeout.as_secs());
+    say!("Stopping daemon (PID {pid}), waiting up to {}s...", timeout.as_secs());
     sys::kill(pid, libc::SIGTERM)
         .map_err(|e| Error::failed(format!("cannot signal PID {pid}: {e}")))?;
     if wait_until_stopped(project, timeout)? {
-        println!("✅ Daemon stopped successfully");
+        say!("✅ Daemon stopped successfully");
         return Ok(0);
     }
     Err(Error::failed(format!(
@@ -409,7 +404,7 @@ fn kill_now(project: &Project, pid: i32) -> Result<i32> {
         return Err(Error::failed(format!("PID {pid} still holds the run lock after SIGKILL")));
     }
     mark_killed(project)?;
-    println!("Daemon killed (PID {pid}); its state is kept: 'rasen resume' continues the task");
+    say!("Daemon killed (PID {pid}); its state is kept: 'rasen resume' continues the task");
     Ok(0)
 }
 

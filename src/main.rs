@@ -2,6 +2,15 @@
 //! Entry point: parse the command line, run the command, print an error as
 //! `rasen: error: …` once, and exit with the code the error carries.
 
+/// Prints a line to stdout for people. Unlike `println!` it never panics:
+/// a closed pipe (`rasen stop | true`) must not abort a command half-way.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod agent;
 mod claude;
 mod cli;
@@ -32,7 +41,8 @@ fn main() {
     let code = match cli::parse_env().and_then(run_command) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("rasen: error: {err}");
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "rasen: error: {err}");
             err.code
         }
     };

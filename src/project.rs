@@ -46,7 +46,11 @@ impl Project {
             Ok(project) => Ok(project),
             Err(e) if e.code == crate::error::EXIT_USAGE => {
                 let root = dir.canonicalize().map_err(|_| e.clone())?;
-                eprintln!("rasen: warning: {e}; using the default file locations to {doing}");
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "rasen: warning: {e}; using the default file locations to {doing}"
+                );
                 Ok(Project { root, given: dir.to_path_buf(), config: Config::default() })
             }
             Err(e) => Err(e),

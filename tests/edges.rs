@@ -52,3 +52,22 @@ fn a_deleted_status_file_does_not_hide_the_task() {
     let r = p.rasen(&["status"]).expect_code(3);
     assert!(r.stdout.contains("Status: completed"), "{r}");
 }
+
+/// Output into a closed pipe never aborts a command half-way: `rasen stop`
+/// whose reader is already gone still stops the daemon, exit 0.
+#[test]
+fn stop_into_a_closed_pipe_still_stops_the_daemon() {
+    let mut p = initialized("edge-stop-pipe");
+    p.env("SCRIPTED_CODER", "slow:600");
+    p.rasen(&["run", "--background"]).expect_code(0);
+    let daemon = p.daemon_pid().expect("a PID file");
+    let mut cmd = p.command("sh");
+    // The reader (`true`) is gone before rasen prints a word.
+    cmd.args(["-c", "exec 3>&1; { sleep 0.2; \"$RASEN\" stop; echo \"rc=$?\" >&3; } | true"]);
+    cmd.env("RASEN", env!("CARGO_BIN_EXE_rasen"));
+    let r = Spawned::start(cmd, "rasen stop | true").wait(DEFAULT_DEADLINE_SECS);
+    assert!(r.stdout.contains("rc=0"), "{r}");
+    assert!(!r.stderr.contains("panicked"), "{r}");
+    wait_until(20, "the daemon to be gone", || process_gone(daemon));
+    assert_eq!(p.file(".rasen/rasen.pid"), None);
+}
