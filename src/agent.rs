@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use crate::claude::{self, Reading, ResultInfo, StreamReader, UsageLimit};
 use crate::error::{Error, Result};
 use crate::events::{self, Event, EventScanner};
-use crate::{signals, sys};
+use crate::{process, signals, sys};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputFormat {
@@ -143,7 +143,7 @@ pub fn run_session(
     let (stdin, stdout, stderr) = match take_pipes(&mut child) {
         Ok(pipes) => pipes,
         Err(e) => {
-            let _ = sys::kill_process_group(pgid, libc::SIGKILL);
+            process::signal_session(pgid, libc::SIGKILL);
             let _ = child.wait();
             return Err(Error::failed(format!("cannot read the agent's output: {e}")));
         }
@@ -248,9 +248,8 @@ fn spawn(req: &SessionRequest) -> Result<Child> {
         .envs(req.env.iter().map(|(key, value)| (key, value)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    sys::reset_signals_before_exec(&mut command);
+        .stderr(Stdio::piped());
+    sys::start_in_own_session(&mut command);
     command.spawn().map_err(|e| {
         Error::config(format!(
             "cannot start agent command \"{name}\" ({}): {e} ({FIX_COMMAND})",
@@ -360,7 +359,7 @@ impl Session<'_> {
     /// reading output), then SIGKILL.
     fn stop_group(&mut self) {
         self.stdin = None;
-        let _ = sys::kill_process_group(self.pgid, libc::SIGTERM);
+        process::signal_session(self.pgid, libc::SIGTERM);
         let deadline = Instant::now() + self.req.stop_grace;
         loop {
             // Done when the main process is gone and nothing else can write;
@@ -409,7 +408,7 @@ impl Session<'_> {
     fn kill_group_and_reap(&mut self) {
         self.stdin = None;
         if !self.group_gone() {
-            let _ = sys::kill_process_group(self.pgid, libc::SIGKILL);
+            process::signal_session(self.pgid, libc::SIGKILL);
         }
         let deadline = Instant::now() + REAP_BOUND;
         loop {
@@ -448,7 +447,8 @@ impl Session<'_> {
 
     /// No process is left in the group (zombies count as present).
     fn group_gone(&self) -> bool {
-        matches!(sys::kill_process_group(self.pgid, 0), Err(e) if e.raw_os_error() == Some(libc::ESRCH))
+        !process::session_alive(self.pgid)
+            && matches!(sys::kill_process_group(self.pgid, 0), Err(e) if e.raw_os_error() == Some(libc::ESRCH))
     }
 
     fn pipes_closed(&self) -> bool {

@@ -23,6 +23,7 @@ use crate::project::Project;
 use crate::signals;
 use crate::status::{self, StatusFile};
 use crate::store;
+use crate::{process, stop};
 
 /// What `.rasen/.gitignore` keeps out of git: files that only mean
 /// something while a run is alive. The task, plan, history and memories
@@ -293,7 +294,7 @@ pub fn status(dir: &Path, json: bool) -> Result<i32> {
         file = Some(StatusFile::initialized());
     }
     let report = status::Report::new(file, liveness, clock::now_secs());
-    let reused = report.stale_pid().and_then(daemon::process_info).is_some_and(|p| p.state != 'Z');
+    let reused = report.stale_pid().and_then(process::info).is_some_and(|p| p.state != 'Z');
     let report = report.with_pid_reused(reused);
     let text = if json { report.to_json() } else { report.to_text() };
     print_stdout(&text)?;
@@ -317,7 +318,7 @@ pub fn logs(dir: &Path, lines: usize, follow: bool) -> Result<i32> {
 /// `rasen stop [--force] [--timeout SECS]`.
 pub fn stop(dir: &Path, force: bool, timeout_seconds: u64) -> Result<i32> {
     let project = Project::open_despite_config(dir, "stop")?;
-    daemon::stop(&project, force, Duration::from_secs(timeout_seconds))
+    stop::stop(&project, force, Duration::from_secs(timeout_seconds))
 }
 
 /// Prints to stdout; a closed pipe (`rasen status | head -1`) is not an

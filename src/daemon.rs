@@ -1,14 +1,15 @@
 //! Who is running, and becoming a daemon.
 //!
 //! **The run lock.** An orchestrator, foreground or background, holds an
-//! exclusive `flock` on `.rasen/run.lock` for its whole life. That file is
-//! never renamed or removed, so every process that opens it locks the same
-//! inode. "Is it running?" is answered by that lock alone: the kernel drops
-//! it the instant the process dies (even by `kill -9`, even while it is
-//! still an unreaped zombie), so a stale PID file is always recognised and
-//! a reused PID is never mistaken for the daemon. The PID file beside it is
-//! only a label: written after the lock is taken, removed before it is let
-//! go, and never trusted without the lock.
+//! exclusive `flock` on the `.rasen` directory itself for its whole life.
+//! A directory is not renamed or cleaned away by `git clean -fX` or an
+//! `rm .rasen/*`, so every process that opens it locks the same inode.
+//! "Is it running?" is answered by that lock alone: the kernel drops it the
+//! instant the process dies (even by `kill -9`, even while it is still an
+//! unreaped zombie), so a stale PID file is always recognised and a reused
+//! PID is never mistaken for the daemon. Who holds it is asked of the
+//! kernel too (`/proc/locks`); the PID file is only a label: written after
+//! the lock is taken, removed before it is let go, never trusted alone.
 //!
 //! **Daemonizing** follows the classic sequence, one step per line in
 //! `become_daemon`: fork, setsid, fork again (so the daemon is not a session
@@ -29,20 +30,21 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::project::Project;
-use crate::status::{RunState, StatusFile};
-use crate::{logger, signals, store, sys};
+use crate::{logger, process, signals, store, sys};
 
-/// The exclusive lock of a running orchestrator. Dropping it (or the
-/// process dying) releases it; `release` also removes the PID file first.
+/// The exclusive lock of a running orchestrator, on the `.rasen`
+/// directory itself. Dropping it (or the process dying) releases it;
+/// `release` also removes the PID file first.
 pub struct RunLock {
-    _file: File,
+    _dir: File,
     pid_file: std::path::PathBuf,
 }
 
 /// What the run lock and PID file say about a project.
 #[derive(Debug, PartialEq)]
 pub enum Liveness {
-    /// The lock is held; `pid` is from the PID file when it is readable.
+    /// The lock is held, by `pid` when the kernel (`/proc/locks`) or else
+    /// the PID file can say who.
     Running { pid: Option<i32> },
     /// Nobody holds the lock, but a PID file was left behind.
     Stale { pid: Option<i32> },
@@ -55,17 +57,25 @@ impl RunLock {
     /// shared lock at the same instant can make one attempt fail, so a
     /// failed attempt is retried briefly before refusing.
     pub fn acquire(project: &Project) -> Result<RunLock> {
-        let path = project.run_lock_file();
-        let file = open_lock_file(&path)?;
         for attempt in 0..10 {
-            if sys::try_lock_exclusive(&file).map_err(|e| Error::io(&path, "cannot lock", e))? {
-                return Ok(RunLock { _file: file, pid_file: project.pid_file() });
+            if let Some(lock) = RunLock::try_acquire(project)? {
+                return Ok(lock);
             }
             if attempt < 9 {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        Err(already_running(project, read_pid_file(&project.pid_file())))
+        Err(already_running(project, None))
+    }
+
+    /// Takes the run lock if nobody holds it.
+    pub fn try_acquire(project: &Project) -> Result<Option<RunLock>> {
+        let dir = open_rasen_dir(project)?;
+        let path = project.rasen_dir();
+        if sys::try_lock_exclusive(&dir).map_err(|e| Error::io(&path, "cannot lock", e))? {
+            return Ok(Some(RunLock { _dir: dir, pid_file: project.pid_file() }));
+        }
+        Ok(None)
     }
 
     /// Writes this process's PID into the PID file (atomically, 0644).
@@ -80,15 +90,13 @@ impl RunLock {
     }
 }
 
-/// The refusal given when an orchestrator already runs on the project.
-/// The holder writes the PID file just after taking the lock; when the
-/// file is not there yet, give it a moment so the refusal names the PID.
-/// Without a PID file (removed by hand) the PID comes from status.json, as
-/// `status` and `stop` take it.
-pub fn already_running(project: &Project, pid: Option<i32>) -> Error {
-    let pid = pid
-        .or_else(|| wait_for_pid_file(project, Duration::from_secs(1)))
-        .or_else(|| status_file_pid(project));
+/// The refusal given when an orchestrator already runs on the project,
+/// naming its PID: the kernel's lock holder, else the PID file (which the
+/// holder writes just after taking the lock: give it a moment).
+pub fn already_running(project: &Project, known: Option<i32>) -> Error {
+    let pid = known
+        .or_else(|| process::flock_holder(&project.rasen_dir()))
+        .or_else(|| wait_for_pid_file(project, Duration::from_secs(1)));
     let who = pid.map(|p| format!(" with PID {p}")).unwrap_or_default();
     Error::failed(format!(
         "already running{who} on {} (see 'rasen status'; stop it with 'rasen stop')",
@@ -115,20 +123,20 @@ pub fn liveness(project: &Project) -> Result<Liveness> {
     // A PID file nobody holds the lock for is stale, even one whose
     // content is garbage: `stop` must still clean it up.
     let left_behind = pid.is_some() || std::fs::symlink_metadata(&pid_file).is_ok();
-    let path = project.run_lock_file();
-    let file = match File::open(&path) {
-        Ok(file) => file,
+    let path = project.rasen_dir();
+    let dir = match File::open(&path) {
+        Ok(dir) => dir,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Ok(if left_behind { Liveness::Stale { pid } } else { Liveness::NotRunning });
         }
         Err(e) => return Err(Error::io(&path, "cannot open", e)),
     };
     // A shared lock succeeds unless someone holds the exclusive one; it is
-    // released again when `file` is dropped at the end of this function.
+    // released again when `dir` is dropped at the end of this function.
     let free =
-        sys::try_lock_shared(&file).map_err(|e| Error::io(&path, "cannot query the lock", e))?;
+        sys::try_lock_shared(&dir).map_err(|e| Error::io(&path, "cannot query the lock", e))?;
     Ok(match (free, left_behind) {
-        (false, _) => Liveness::Running { pid },
+        (false, _) => Liveness::Running { pid: process::flock_holder(&path).or(pid) },
         (true, true) => Liveness::Stale { pid },
         (true, false) => Liveness::NotRunning,
     })
@@ -250,200 +258,25 @@ fn read_readiness(ready: OwnedFd) -> Readiness {
     }
 }
 
-fn open_lock_file(path: &Path) -> Result<File> {
-    if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(dir)
-            .map_err(|e| Error::io(dir, "cannot create", e))?;
-    }
+/// Opens `.rasen/` (creating it, 0755 at most) for locking. The lock is on
+/// the directory rather than on a file inside it, so nothing that cleans
+/// files (`git clean -fX`, a careless `rm .rasen/*.lock`) can make a running
+/// orchestrator invisible and let a second one start.
+fn open_rasen_dir(project: &Project) -> Result<File> {
+    let dir = project.rasen_dir();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(&dir)
+        .map_err(|e| Error::io(&dir, "cannot create", e))?;
     OpenOptions::new()
         .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| Error::io(path, "cannot open the run lock", e))
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&dir)
+        .map_err(|e| Error::io(&dir, "cannot open for the run lock", e))
 }
 
 fn flush_stdio() {
     let _ = io::stdout().flush();
     let _ = io::stderr().flush();
-}
-
-/// One process as `/proc/PID/stat` describes it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ProcessInfo {
-    /// 'R', 'S', 'D', … and 'Z' for a zombie.
-    pub state: char,
-    pub process_group: i32,
-    pub session: i32,
-}
-
-/// What `/proc/PID/stat` says of `pid`; `None` when there is no such process.
-pub fn process_info(pid: i32) -> Option<ProcessInfo> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may itself contain ") ".
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some(ProcessInfo {
-        state: fields.first()?.chars().next()?,
-        process_group: fields.get(2)?.parse().ok()?,
-        session: fields.get(3)?.parse().ok()?,
-    })
-}
-
-/// After a crash (`kill -9` of the orchestrator, a reboot of nothing but
-/// rasen), its agent may still run: stop that process group — SIGTERM,
-/// a short grace, SIGKILL — if it still lives in the recorded session.
-/// Returns the group's id when there was one to stop.
-pub fn stop_orphaned_agent(status: &StatusFile) -> Option<i32> {
-    let (group, session) = (status.agent_pid?, status.session_id?);
-    if !group_alive_in_session(group, session) {
-        return None;
-    }
-    let _ = sys::kill_process_group(group, libc::SIGTERM);
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
-    while group_alive_in_session(group, session) && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    if group_alive_in_session(group, session) {
-        let _ = sys::kill_process_group(group, libc::SIGKILL);
-    }
-    Some(group)
-}
-
-/// True when some live process is in process group `pgid` and in session
-/// `session`: the check that a recorded agent group still belongs to the
-/// orchestrator before `stop --force` signals it.
-pub fn group_alive_in_session(pgid: i32, session: i32) -> bool {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return false };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(process_info)
-        .any(|p| p.process_group == pgid && p.session == session && p.state != 'Z')
-}
-
-/// `rasen stop`: SIGTERM and wait for the lock to be let go (graceful), or
-/// SIGKILL the orchestrator and its agent's process group (`force`). A
-/// PID file nobody holds the lock for is stale: it is removed and nothing is
-/// signalled, whoever has that PID now.
-pub fn stop(project: &Project, force: bool, timeout: Duration) -> Result<i32> {
-    let pid = match liveness(project)? {
-        Liveness::NotRunning => {
-            say!("No daemon running");
-            stop_agent_left_behind(project);
-            return Ok(0);
-        }
-        Liveness::Stale { pid } => {
-            remove_stale_pid_file(project, pid);
-            stop_agent_left_behind(project);
-            return Ok(0);
-        }
-        Liveness::Running { pid } => pid.or_else(|| status_file_pid(project)),
-    };
-    let pid = pid.ok_or_else(|| {
-        Error::failed(format!(
-            "an orchestrator holds {} but its PID is unknown (PID file missing); stop it with kill",
-            project.show(&project.run_lock_file())
-        ))
-    })?;
-    if force {
-        kill_now(project, pid)
-    } else {
-        stop_gracefully(project, pid, timeout)
-    }
-}
-
-/// `stop` with no orchestrator alive: an agent it left behind is stopped
-/// too, since "stop" means nothing of this project keeps running.
-fn stop_agent_left_behind(project: &Project) {
-    let Ok(Some(status)) = store::load::<StatusFile>(&project.status_file()) else { return };
-    if let Some(group) = stop_orphaned_agent(&status) {
-        say!("Stopped agent process group {group}, left behind by an orchestrator that was killed");
-    }
-}
-
-fn remove_stale_pid_file(project: &Project, pid: Option<i32>) {
-    let _ = std::fs::remove_file(project.pid_file());
-    let who = pid.map(|p| format!(" (process {p} is gone or is not rasen)")).unwrap_or_default();
-    say!("No daemon running; removed stale PID file {}{who}", project.show(&project.pid_file()));
-}
-
-fn stop_gracefully(project: &Project, pid: i32, timeout: Duration) -> Result<i32> {
-    say!("Stopping daemon (PID {pid}), waiting up to {}s...", timeout.as_secs());
-    sys::kill(pid, libc::SIGTERM)
-        .map_err(|e| Error::failed(format!("cannot signal PID {pid}: {e}")))?;
-    if wait_until_stopped(project, timeout)? {
-        say!("✅ Daemon stopped successfully");
-        return Ok(0);
-    }
-    Err(Error::failed(format!(
-        "the daemon (PID {pid}) is still running after {}s; use 'rasen stop --force' to kill it",
-        timeout.as_secs()
-    )))
-}
-
-/// SIGKILL the orchestrator first (so it cannot start another agent), then
-/// its agent's group if that group still lives in the orchestrator's
-/// session. State is left as the last atomic write made it, for `resume`.
-fn kill_now(project: &Project, pid: i32) -> Result<i32> {
-    let session = process_info(pid).map(|p| p.session);
-    let agent_group = status_file_agent_pid(project);
-    sys::kill(pid, libc::SIGKILL)
-        .map_err(|e| Error::failed(format!("cannot kill PID {pid}: {e}")))?;
-    if let (Some(group), Some(session)) = (agent_group, session) {
-        if group_alive_in_session(group, session) {
-            let _ = sys::kill_process_group(group, libc::SIGKILL);
-        }
-    }
-    if !wait_until_stopped(project, Duration::from_secs(10))? {
-        return Err(Error::failed(format!("PID {pid} still holds the run lock after SIGKILL")));
-    }
-    mark_killed(project)?;
-    say!("Daemon killed (PID {pid}); its state is kept: 'rasen resume' continues the task");
-    Ok(0)
-}
-
-/// Polls the run lock until it is free or `timeout` passes.
-fn wait_until_stopped(project: &Project, timeout: Duration) -> Result<bool> {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if !matches!(liveness(project)?, Liveness::Running { .. }) {
-            return Ok(true);
-        }
-        if std::time::Instant::now() >= deadline {
-            return Ok(false);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// After `stop --force`: take the (now free) run lock and record in
-/// status.json that the run was killed, so `status` does not call it a
-/// crash. The plan keeps its in_progress subtask for `resume`.
-fn mark_killed(project: &Project) -> Result<()> {
-    let lock = RunLock::acquire(project)?;
-    let path = project.status_file();
-    if let Some(mut status) = store::load::<StatusFile>(&path)? {
-        status.status = RunState::Stopped;
-        status.reason = Some("killed".to_string());
-        status.last_error = Some("killed by 'rasen stop --force'".to_string());
-        status.pid = None;
-        status.agent_pid = None;
-        store::save(&path, &status)?;
-    }
-    lock.release();
-    Ok(())
-}
-
-fn status_file_pid(project: &Project) -> Option<i32> {
-    store::load::<StatusFile>(&project.status_file()).ok().flatten().and_then(|s| s.pid)
-}
-
-fn status_file_agent_pid(project: &Project) -> Option<i32> {
-    store::load::<StatusFile>(&project.status_file()).ok().flatten().and_then(|s| s.agent_pid)
 }

@@ -137,12 +137,11 @@ impl<'a> Run<'a> {
         let previous = store::load::<StatusFile>(&project.status_file())?;
         let history = load_history(project)?;
         let mut status = previous.unwrap_or_else(StatusFile::initialized);
-        if let Some(group) = crate::daemon::stop_orphaned_agent(&status) {
+        if let Some(agent) = crate::stop::stop_orphaned_agent(&status) {
             log(&format!(
-                "stopped agent process group {group}, left behind by a run that was killed"
+                "stopped agent {agent} and its processes, left behind by a run that was killed"
             ));
         }
-        status.session_id = crate::daemon::process_info(crate::sys::getpid()).map(|p| p.session);
         // Iterations, tokens and cost are per task: a restart never resets
         // them, so limits cannot be bypassed by resuming.
         status.iteration = status.iteration.max(history.attempts.len() as u64);

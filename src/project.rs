@@ -75,11 +75,6 @@ impl Project {
     pub fn memories_file(&self) -> PathBuf {
         self.rasen_dir().join("memories.md")
     }
-    /// The lock held for a whole run; never renamed or removed, so a lock on
-    /// it means the same thing to every process that opens it.
-    pub fn run_lock_file(&self) -> PathBuf {
-        self.rasen_dir().join("run.lock")
-    }
     /// The lock for read-modify-write of the JSON state files.
     pub fn state_lock_file(&self) -> PathBuf {
         self.rasen_dir().join("state.lock")

@@ -229,18 +229,22 @@ pub fn getpid() -> i32 {
     std::process::id() as i32
 }
 
-// --- added for agent ---
-
-/// Makes the child of `command` run [`reset_signals_in_child`] between fork
-/// and exec, so the agent starts with default signal dispositions and an
-/// empty mask whatever rasen has installed or blocked.
-pub fn reset_signals_before_exec(command: &mut std::process::Command) {
+/// Makes the child of `command`, between fork and exec, reset its signals
+/// ([`reset_signals_in_child`]) and start a session of its own (`setsid`):
+/// the agent then begins with default dispositions and an empty mask
+/// whatever rasen installed, and every process it starts stays in its
+/// session (and can be found and stopped there) even if it moves to
+/// another process group, as `timeout` does.
+pub fn start_in_own_session(command: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs in the forked child before exec. It only
-    // calls reset_signals_in_child, which is async-signal-safe (signal,
-    // sigemptyset, sigprocmask; no allocation, no lock), as pre_exec needs.
+    // calls async-signal-safe functions (signal, sigemptyset, sigprocmask,
+    // setsid; no allocation, no lock), as pre_exec requires.
     unsafe {
-        command.pre_exec(reset_signals_in_child);
+        command.pre_exec(|| {
+            reset_signals_in_child()?;
+            setsid()
+        });
     }
 }
 

@@ -685,7 +685,7 @@ fn stop_after_kill_9_also_stops_the_agent_left_behind() {
     assert!(!process_gone(agent), "the agent should outlive a kill -9 of the daemon");
 
     let r = p.rasen(&["stop"]).expect_code(0);
-    assert!(r.stdout.contains(&format!("Stopped agent process group {agent}")), "{r}");
+    assert!(r.stdout.contains(&format!("Stopped agent {agent} and its processes")), "{r}");
     assert_agents_gone(&p, 5);
     p.rasen(&["stop"]).expect_code(0); // nothing left: idempotent
 }
@@ -706,6 +706,9 @@ fn resume_after_kill_9_stops_the_agent_left_behind_first() {
     wait_until(SOON, "the orphaned agent to be stopped", || process_gone(agent));
     wait_for_completion(&p, second);
     let log = p.file(".rasen/rasen.log").unwrap_or_default();
-    assert!(log.contains(&format!("stopped agent process group {agent}, left behind")), "{log}");
+    assert!(
+        log.contains(&format!("stopped agent {agent} and its processes, left behind")),
+        "{log}"
+    );
     assert_eq!(coder_sessions(&p), ["t1", "t1", "t2"]);
 }

@@ -71,3 +71,60 @@ fn stop_into_a_closed_pipe_still_stops_the_daemon() {
     wait_until(20, "the daemon to be gone", || process_gone(daemon));
     assert_eq!(p.file(".rasen/rasen.pid"), None);
 }
+
+/// `git clean -fX` deletes every ignored file under .rasen/ (PID file,
+/// status.json, lock files) while a daemon runs. The run lock is on the
+/// directory, so rasen still sees the daemon: status names it, a second
+/// start is refused, stop stops it.
+#[test]
+fn git_clean_does_not_make_a_running_daemon_invisible() {
+    let mut p = initialized("edge-git-clean");
+    p.env("SCRIPTED_CODER", "slow:600");
+    p.rasen(&["run", "--background"]).expect_code(0);
+    let daemon = p.daemon_pid().expect("a PID file");
+    wait_until(20, "the coder session to start", || p.sessions().iter().any(|s| s.role == "coder"));
+    p.git(&["clean", "-fqX"]);
+    assert_eq!(p.file(".rasen/rasen.pid"), None, "git clean removed the PID file");
+
+    let r = p.rasen(&["status"]).expect_code(0);
+    assert!(r.stdout.contains("Status: running"), "{r}");
+    assert!(r.stdout.contains(&format!("PID: {daemon}")), "{r}");
+    let r = p.rasen(&["run", "--background"]).expect_code(1);
+    assert!(r.stderr.contains(&format!("already running with PID {daemon}")), "{r}");
+    let r = p.rasen(&["stop"]).expect_code(0);
+    assert!(r.stdout.contains("Daemon stopped successfully"), "{r}");
+    assert!(process_gone(daemon));
+}
+
+/// A process of the agent that moves to a process group of its own (GNU
+/// `timeout` does, for `timeout 300 npm test`) is still in the agent's
+/// session, and is stopped with it when the session ends.
+#[test]
+fn agent_processes_in_another_process_group_do_not_outlive_the_session() {
+    let mut p = initialized("edge-timeout-child");
+    let agent = p.scripted_dir().join("agent-with-timeout");
+    std::fs::write(
+        &agent,
+        "#!/bin/sh\n\
+         cat >/dev/null\n\
+         echo $$ >> \"$SCRIPTED_DIR/pids\"\n\
+         timeout 120 sh -c 'echo $$ >> \"$SCRIPTED_DIR/pids\"; exec sleep 100' &\n\
+         while [ \"$(wc -l < \"$SCRIPTED_DIR/pids\")\" -lt 2 ]; do sleep 0.05; done\n\
+         echo started a test runner\n\
+         exit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    p.set_config("agent.command", &format!("\"{}\"", agent.display()));
+    p.set_config("stall_detection.max_consecutive_failures", "1");
+    p.write(
+        ".rasen/implementation_plan.json",
+        r#"{"task_name": "t", "subtasks": [{"id": "a", "description": "do a", "status": "pending"}]}"#,
+    );
+    p.rasen(&["run"]).expect_code(1);
+    let pids = p.agent_pids();
+    assert_eq!(pids.len(), 2, "the agent and the process under timeout: {pids:?}");
+    for pid in pids {
+        assert!(process_gone(pid), "process {pid} outlived the session");
+    }
+}

@@ -305,7 +305,7 @@ fn init_and_a_run_under_umask_000_create_nothing_writable_by_others() {
     p.set_config("orchestrator.max_iterations", "20"); // the scripted agent, keeping the mode
     rasen_with_umask_000(&p, &["run"]).expect_code(0);
     assert_eq!(get_str(&p.json(STATUS_FILE), "status"), Some("completed"));
-    for file in [HISTORY_FILE, GOOD_COMMITS_FILE, ".rasen/rasen.log", ".rasen/run.lock"] {
+    for file in [HISTORY_FILE, GOOD_COMMITS_FILE, ".rasen/rasen.log", ".rasen/state.lock"] {
         assert!(p.path(file).exists(), "{file} was not written");
     }
     assert_nothing_writable_by_others(&p, "after the run");

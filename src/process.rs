@@ -1,0 +1,125 @@
+//! What `/proc` says about processes, and signalling a whole session.
+//!
+//! An agent session runs in a session of its own (the agent is started
+//! with `setsid`), so "every process of the agent" is "every process in
+//! that session": a `timeout 300 npm test` that moves itself into a new
+//! process group is still in it. Only a process that calls `setsid` itself
+//! leaves; nothing short of a cgroup could follow that one.
+//!
+//! Everything here reads `/proc` (Linux); where it is missing, the
+//! functions find nothing and callers fall back to the process group.
+
+use std::path::Path;
+
+use crate::sys;
+
+/// One process as `/proc/PID/stat` describes it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcessInfo {
+    /// 'R', 'S', 'D', … and 'Z' for a zombie.
+    pub state: char,
+    pub process_group: i32,
+    pub session: i32,
+}
+
+/// What `/proc/PID/stat` says of `pid`; `None` when there is no such process.
+pub fn info(pid: i32) -> Option<ProcessInfo> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may itself contain ") ".
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(ProcessInfo {
+        state: fields.first()?.chars().next()?,
+        process_group: fields.get(2)?.parse().ok()?,
+        session: fields.get(3)?.parse().ok()?,
+    })
+}
+
+/// The live (not zombie) processes of session `session`.
+pub fn session_members(session: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| matches!(info(pid), Some(p) if p.session == session && p.state != 'Z'))
+        .collect()
+}
+
+/// True while some live process is in session `session`.
+pub fn session_alive(session: i32) -> bool {
+    !session_members(session).is_empty()
+}
+
+/// Sends `signal` to every process of session `session`: its leader's
+/// process group (which also works without `/proc`), then each member
+/// found in `/proc`, whatever group it moved to.
+pub fn signal_session(session: i32, signal: i32) {
+    let _ = sys::kill_process_group(session, signal);
+    for pid in session_members(session) {
+        let _ = sys::kill(pid, signal);
+    }
+}
+
+/// The PID holding an exclusive `flock` on the file or directory at
+/// `path`, from `/proc/locks`. This is the kernel's own answer to "who has
+/// the run lock?", so `stop` never has to trust a PID written in a file.
+pub fn flock_holder(path: &Path) -> Option<i32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let id =
+        format!("{:02x}:{:02x}:{}", libc::major(meta.dev()), libc::minor(meta.dev()), meta.ino());
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| holder_in_line(line, &id))
+}
+
+/// From a `/proc/locks` line such as
+/// `1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF`, the PID when it is a
+/// granted exclusive flock on the file `id` (`MAJOR:MINOR:INODE`).
+fn holder_in_line(line: &str, id: &str) -> Option<i32> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    // Waiters are listed as "1: -> FLOCK …": they hold nothing.
+    match fields.as_slice() {
+        [_, "FLOCK", _, "WRITE", pid, file, ..] if file.eq_ignore_ascii_case(id) => {
+            pid.parse().ok()
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let me = info(sys::getpid()).expect("/proc/self/stat");
+        assert_ne!(me.state, 'Z');
+        assert!(session_members(me.session).contains(&sys::getpid()));
+        assert_eq!(info(-5), None);
+    }
+
+    #[test]
+    fn finds_the_holder_of_a_flock() {
+        let dir = std::env::temp_dir().join(format!("rasen-process-{}", sys::getpid()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = std::fs::File::open(&dir).unwrap();
+        assert_eq!(flock_holder(&dir), None);
+        assert!(sys::try_lock_exclusive(&file).unwrap());
+        assert_eq!(flock_holder(&dir), Some(sys::getpid()));
+        drop(file);
+        assert_eq!(flock_holder(&dir), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn parses_proc_locks_lines() {
+        let id = "fe:00:5678";
+        assert_eq!(
+            holder_in_line("1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF", id),
+            Some(1234)
+        );
+        assert_eq!(holder_in_line("1: -> FLOCK  ADVISORY  WRITE 99 fe:00:5678 0 EOF", id), None);
+        assert_eq!(holder_in_line("2: FLOCK  ADVISORY  READ 1234 fe:00:5678 0 EOF", id), None);
+        assert_eq!(holder_in_line("3: POSIX  ADVISORY  WRITE 1234 fe:00:5678 0 EOF", id), None);
+        assert_eq!(holder_in_line("4: FLOCK  ADVISORY  WRITE 1234 fe:00:56789 0 EOF", id), None);
+    }
+}

@@ -1,0 +1,139 @@
+//! `rasen stop`, and stopping what a killed orchestrator left behind.
+//!
+//! Who runs is the run lock's answer (see daemon.rs), and whom to signal is
+//! the kernel's: the PID holding that lock, from `/proc/locks`, else the
+//! PID file its holder wrote. A PID written in status.json is never
+//! signalled. Without a holder, the PID file is stale: it is removed and
+//! nothing is signalled, whoever has that PID now. Cleanup of a stale
+//! state is done while holding the run lock, so it cannot race a run that
+//! is just starting.
+
+use std::time::{Duration, Instant};
+
+use crate::daemon::{self, Liveness, RunLock};
+use crate::error::{Error, Result};
+use crate::project::Project;
+use crate::status::{RunState, StatusFile};
+use crate::{process, store, sys};
+
+/// `rasen stop`: SIGTERM and wait for the lock to be let go (graceful), or
+/// SIGKILL the orchestrator and its agent (`force`).
+pub fn stop(project: &Project, force: bool, timeout: Duration) -> Result<i32> {
+    let pid = match daemon::liveness(project)? {
+        Liveness::Running { pid } => pid,
+        Liveness::Stale { .. } | Liveness::NotRunning => return clean_up_after_a_dead_run(project),
+    };
+    let pid = pid.ok_or_else(|| {
+        Error::failed(format!(
+            "an orchestrator holds the run lock on {} but its PID is unknown; find it with 'fuser -v {}'",
+            project.show(&project.rasen_dir()),
+            project.show(&project.rasen_dir())
+        ))
+    })?;
+    if force {
+        kill_now(project, pid)
+    } else {
+        stop_gracefully(project, pid, timeout)
+    }
+}
+
+/// Nothing holds the run lock: take it, remove a stale PID file, and stop
+/// an agent the dead orchestrator left behind ("stop" means nothing of
+/// this project keeps running). If the lock cannot be had, a run has just
+/// started: say so rather than clean up under it.
+fn clean_up_after_a_dead_run(project: &Project) -> Result<i32> {
+    let Some(lock) = RunLock::try_acquire(project)? else {
+        return Err(Error::failed("an orchestrator has just started; run 'rasen stop' again"));
+    };
+    let stale = daemon::read_pid_file(&project.pid_file());
+    let pid_file_exists = std::fs::symlink_metadata(project.pid_file()).is_ok();
+    if pid_file_exists {
+        let who =
+            stale.map(|p| format!(" (process {p} is gone or is not rasen)")).unwrap_or_default();
+        say!(
+            "No daemon running; removed stale PID file {}{who}",
+            project.show(&project.pid_file())
+        );
+    } else {
+        say!("No daemon running");
+    }
+    if let Ok(Some(status)) = store::load::<StatusFile>(&project.status_file()) {
+        if let Some(agent) = stop_orphaned_agent(&status) {
+            say!("Stopped agent {agent} and its processes, left behind by an orchestrator that was killed");
+        }
+    }
+    lock.release(); // removes the stale PID file
+    Ok(0)
+}
+
+fn stop_gracefully(project: &Project, pid: i32, timeout: Duration) -> Result<i32> {
+    sys::kill(pid, libc::SIGTERM)
+        .map_err(|e| Error::failed(format!("cannot signal PID {pid}: {e}")))?;
+    say!("Stopping daemon (PID {pid}), waiting up to {}s...", timeout.as_secs());
+    if wait_until_stopped(project, timeout)? {
+        say!("✅ Daemon stopped successfully");
+        return Ok(0);
+    }
+    Err(Error::failed(format!(
+        "the daemon (PID {pid}) is still running after {}s; use 'rasen stop --force' to kill it",
+        timeout.as_secs()
+    )))
+}
+
+/// SIGKILL the orchestrator first (so it cannot start another agent), then
+/// its agent's whole session. State is left as the last atomic write made
+/// it, for `resume`.
+fn kill_now(project: &Project, pid: i32) -> Result<i32> {
+    sys::kill(pid, libc::SIGKILL)
+        .map_err(|e| Error::failed(format!("cannot kill PID {pid}: {e}")))?;
+    if !wait_until_stopped(project, Duration::from_secs(10))? {
+        return Err(Error::failed(format!("PID {pid} still holds the run lock after SIGKILL")));
+    }
+    let lock = RunLock::acquire(project)?;
+    let path = project.status_file();
+    if let Some(mut status) = store::load::<StatusFile>(&path)? {
+        if let Some(agent) = status.agent_pid.filter(|&a| process::session_alive(a)) {
+            process::signal_session(agent, libc::SIGKILL);
+        }
+        // Recorded, so that `status` does not call it a crash; the plan
+        // keeps its in_progress subtask for `resume`.
+        status.status = RunState::Stopped;
+        status.reason = Some("killed".to_string());
+        status.last_error = Some("killed by 'rasen stop --force'".to_string());
+        status.pid = None;
+        status.agent_pid = None;
+        store::save(&path, &status)?;
+    }
+    lock.release();
+    say!("Daemon killed (PID {pid}); its state is kept: 'rasen resume' continues the task");
+    Ok(0)
+}
+
+/// Polls the run lock until it is free or `timeout` passes.
+fn wait_until_stopped(project: &Project, timeout: Duration) -> Result<bool> {
+    let deadline = Instant::now().checked_add(timeout);
+    loop {
+        if !matches!(daemon::liveness(project)?, Liveness::Running { .. }) {
+            return Ok(true);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// After a crash (`kill -9` of the orchestrator), its agent may still run:
+/// stop the agent's session — SIGTERM, a short grace, SIGKILL. Only called
+/// while holding the run lock, so the recorded agent is not a live run's.
+/// Returns the agent's PID when there was something to stop.
+pub fn stop_orphaned_agent(status: &StatusFile) -> Option<i32> {
+    let agent = status.agent_pid.filter(|&a| process::session_alive(a))?;
+    process::signal_session(agent, libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while process::session_alive(agent) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    process::signal_session(agent, libc::SIGKILL);
+    Some(agent)
+}
