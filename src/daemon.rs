@@ -23,7 +23,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::Duration;
@@ -200,6 +200,7 @@ fn become_daemon(project: &Project, ready: OwnedFd, body: impl FnOnce(RunLock) -
         Ok(sys::Fork::Child) => {}
         Err(e) => return report_failure(&mut ready, &format!("second fork failed: {e}")),
     }
+    sys::close_inherited_fds(ready.as_raw_fd()); // the caller's files and pipes
     let lock = match prepare_daemon_process(project) {
         Ok(lock) => lock,
         Err(e) => return report_failure(&mut ready, &e.message),

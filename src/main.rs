@@ -40,6 +40,7 @@ use cli::Command;
 use orchestrator::RunOptions;
 
 fn main() {
+    sys::close_inherited_fds_on_exec();
     let code = match cli::parse_env().and_then(run_command) {
         Ok(code) => code,
         Err(err) => {

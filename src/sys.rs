@@ -229,6 +229,49 @@ pub fn getpid() -> i32 {
     std::process::id() as i32
 }
 
+/// The numbers of this process's open fds from 3 up (from /proc/self/fd;
+/// empty where there is no /proc). The listing's own fd is left out.
+fn inherited_fds() -> Vec<RawFd> {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else { return Vec::new() };
+    let fds: Vec<RawFd> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    // The directory stream's fd was in the listing and is closed by now.
+    fds.into_iter().filter(|&fd| is_open(fd)).collect()
+}
+
+fn is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only reads the fd's flags; a closed fd yields EBADF.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+/// Marks every fd rasen was started with, from 3 up, close-on-exec, so
+/// that no agent inherits its caller's files or pipes. Called first thing
+/// in `main`, before rasen opens anything of its own.
+pub fn close_inherited_fds_on_exec() {
+    for fd in inherited_fds() {
+        // SAFETY: F_SETFD only changes the fd's close-on-exec flag; no Rust
+        // object's state depends on it.
+        unsafe {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+}
+
+/// Closes every fd from 3 up except `keep`: a daemon must not hold its
+/// caller's files or pipes open for hours.
+pub fn close_inherited_fds(keep: RawFd) {
+    for fd in inherited_fds().into_iter().filter(|&fd| fd != keep) {
+        // SAFETY: called right after the daemon's second fork, when the only
+        // fd a Rust object owns is `keep`; the others are the caller's, and
+        // nothing in this process will use them.
+        unsafe {
+            libc::close(fd);
+        }
+    }
+}
+
 /// Makes the child of `command`, between fork and exec, reset its signals
 /// ([`reset_signals_in_child`]) and start a session of its own (`setsid`):
 /// the agent then begins with default dispositions and an empty mask

@@ -128,3 +128,29 @@ fn agent_processes_in_another_process_group_do_not_outlive_the_session() {
         assert!(process_gone(pid), "process {pid} outlived the session");
     }
 }
+
+/// Files the caller left open (fd 3 and up) reach neither the agent nor,
+/// for a daemon, the daemon itself.
+#[test]
+fn inherited_descriptors_reach_neither_the_daemon_nor_the_agent() {
+    let mut p = initialized("edge-fds");
+    p.env("SCRIPTED_CODER", "slow:600");
+    let leak = p.scripted_dir().join("leak");
+    let mut cmd = p.command("sh");
+    cmd.args(["-c", "exec 7>\"$LEAK\"; exec \"$RASEN\" run --background"]);
+    cmd.env("RASEN", env!("CARGO_BIN_EXE_rasen")).env("LEAK", &leak);
+    Spawned::start(cmd, "rasen run --background with fd 7 open")
+        .wait(DEFAULT_DEADLINE_SECS)
+        .expect_code(0);
+    let daemon = p.daemon_pid().expect("a PID file");
+    wait_until(20, "the coder session to start", || p.sessions().iter().any(|s| s.role == "coder"));
+    let agent = p.sessions().iter().rev().find(|s| s.role == "coder").map(|s| s.pid).unwrap();
+    for pid in [daemon, agent] {
+        let holds_leak = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .any(|target| target == leak);
+        assert!(!holds_leak, "process {pid} holds the caller's fd 7");
+    }
+    p.rasen(&["stop"]).expect_code(0);
+}
