@@ -263,7 +263,13 @@ fn parse_stop(parser: &mut lexopt::Parser, dir: &mut PathBuf) -> Result<Command>
     while let Some(arg) = parser.next().map_err(usage)? {
         match arg {
             Long("force") => force = true,
-            Long("timeout") => timeout_seconds = number_value(parser, "--timeout")?,
+            Long("timeout") => {
+                timeout_seconds = number_value(parser, "--timeout")?;
+                if timeout_seconds > crate::config::MAX_NUMBER {
+                    let max = crate::config::MAX_NUMBER;
+                    return Err(Error::usage(format!("--timeout: at most {max} seconds")));
+                }
+            }
             Short('C') | Long("project-dir") => *dir = path_value(parser, "--project-dir")?,
             Short('h') | Long("help") => return Ok(Command::Help(STOP_HELP)),
             other => {

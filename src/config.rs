@@ -393,8 +393,16 @@ fn file_label(project_dir: &Path) -> String {
     }
 }
 
+/// The largest number any key takes: about 31 years in seconds. Far beyond
+/// any real setting, and small enough that no deadline computed from it
+/// can overflow the clock.
+pub const MAX_NUMBER: u64 = 1_000_000_000;
+
 fn env_count(name: &str, value: &str, min: u64) -> Result<u64> {
     match value.parse::<u64>() {
+        Ok(n) if n > MAX_NUMBER => {
+            Err(env_error(name, format!("must be at most {MAX_NUMBER}, got {n}")))
+        }
         Ok(n) if n >= min => Ok(n),
         _ => {
             let kind = if min == 0 { "a non-negative integer" } else { "a positive integer" };
@@ -474,6 +482,9 @@ impl Reader<'_> {
     fn count(&self, node: &Node, path: &str, min: u64) -> Result<u64> {
         let Some(n) = node.as_int() else { return Err(self.expected(node, path, "an integer")) };
         match u64::try_from(n) {
+            Ok(n) if n > MAX_NUMBER => {
+                Err(self.error(node, path, format!("must be at most {MAX_NUMBER}, got {n}")))
+            }
             Ok(n) if n >= min => Ok(n),
             _ if min == 0 => Err(self.error(node, path, format!("must not be negative, got {n}"))),
             _ => Err(self.error(node, path, format!("must be at least {min}, got {n}"))),
@@ -585,6 +596,15 @@ mod tests {
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    #[test]
+    fn numbers_past_the_maximum_are_refused() {
+        let err = error_of("agent:\n  stop_grace_seconds: 9223372036854775807\n");
+        assert!(err.contains("agent.stop_grace_seconds: must be at most 1000000000"), "{err}");
+        let env = |name: &str| (name == "RASEN_SESSION_TIMEOUT").then(|| "99999999999".to_string());
+        let err = Config::load_with_env(Path::new("/nonexistent"), &env).unwrap_err();
+        assert!(err.message.contains("must be at most"), "{err}");
     }
 
     #[test]
