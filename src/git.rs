@@ -3,6 +3,7 @@
 //! never changes the repository — with one exception, `remove_index_lock_since`,
 //! which clears the lock a killed agent's git left behind.
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -14,6 +15,9 @@ fn git(root: &Path, args: &[&str]) -> Result<std::process::Output> {
         .arg(root)
         .args(args)
         .stdin(Stdio::null())
+        // Its own group: a Ctrl-C at the terminal is rasen's to handle, and
+        // must not kill a git query half-way and be read as "no commits".
+        .process_group(0)
         .output()
         .map_err(|e| Error::config(format!("cannot run git: {e} (rasen needs git on PATH)")))
 }
@@ -38,7 +42,16 @@ pub fn require_repository(root: &Path) -> Result<()> {
 pub fn head(root: &Path) -> Result<Option<String>> {
     let out = git(root, &["rev-parse", "--verify", "--quiet", "HEAD"])?;
     let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    Ok(if out.status.success() && !hash.is_empty() { Some(hash) } else { None })
+    match out.status.code() {
+        Some(0) if !hash.is_empty() => Ok(Some(hash)),
+        // --quiet: exit 1 and nothing printed is "HEAD does not exist yet".
+        Some(1) if hash.is_empty() => Ok(None),
+        _ => Err(Error::failed(format!(
+            "git rev-parse HEAD failed in {}: {}",
+            root.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))),
+    }
 }
 
 /// How many commits HEAD has that `base` has not (all of them when `base`
@@ -79,8 +92,11 @@ pub fn remove_index_lock_since(root: &Path, since: std::time::SystemTime) -> Res
         Ok(time) => time,
         Err(_) => return Ok(false),
     };
-    // A second of slack: file times may be coarser than the clock.
-    if created + std::time::Duration::from_secs(1) < since {
+    // A second of slack: file times may be coarser than the clock. A lock
+    // some process still has open (a user's own git) is that process's.
+    if created + std::time::Duration::from_secs(1) < since
+        || crate::process::is_open_anywhere(&lock)
+    {
         return Ok(false);
     }
     std::fs::remove_file(&lock)

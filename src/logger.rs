@@ -5,7 +5,8 @@
 //!
 //! The file is opened with O_APPEND (whole lines from several writers never
 //! interleave mid-line), O_NOFOLLOW (a symlink planted at the log path is
-//! refused, not written through) and mode 0644.
+//! refused, not written through) and mode 0600: agent output may hold
+//! secrets.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -47,7 +48,7 @@ pub fn open_for_append(path: &Path) -> Result<File> {
     OpenOptions::new()
         .create(true)
         .append(true)
-        .mode(0o644)
+        .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
         .map_err(|e| Error::io(path, "cannot open the log file", e))

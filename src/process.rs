@@ -59,6 +59,16 @@ pub fn signal_session(session: i32, signal: i32) {
     }
 }
 
+/// True when some process has `path` open (a scan of `/proc/*/fd`).
+pub fn is_open_anywhere(path: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return false };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| std::fs::read_dir(format!("/proc/{pid}/fd")).ok())
+        .flat_map(|fds| fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok()))
+        .any(|target| target == path)
+}
+
 /// The PID holding an exclusive `flock` on the file or directory at
 /// `path`, from `/proc/locks`. This is the kernel's own answer to "who has
 /// the run lock?", so `stop` never has to trust a PID written in a file.

@@ -23,15 +23,19 @@ static WAKE_WRITE_FD: AtomicI32 = AtomicI32::new(-1);
 static WAKE_READ: OnceLock<OwnedFd> = OnceLock::new();
 
 extern "C" fn on_shutdown_signal(signal: libc::c_int) {
-    // Keep the first signal: it decides the exit code (130 or 143).
-    let _ = SHUTDOWN_SIGNAL.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
-    SHUTDOWN_COUNT.fetch_add(1, Ordering::SeqCst);
-    sys::write_wake_byte(WAKE_WRITE_FD.load(Ordering::SeqCst));
+    sys::preserving_errno(|| {
+        // Keep the first signal: it decides the exit code (130 or 143).
+        let _ = SHUTDOWN_SIGNAL.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
+        SHUTDOWN_COUNT.fetch_add(1, Ordering::SeqCst);
+        sys::write_wake_byte(WAKE_WRITE_FD.load(Ordering::SeqCst));
+    });
 }
 
 extern "C" fn on_reload_signal(_signal: libc::c_int) {
-    RELOAD_REQUESTED.store(true, Ordering::SeqCst);
-    sys::write_wake_byte(WAKE_WRITE_FD.load(Ordering::SeqCst));
+    sys::preserving_errno(|| {
+        RELOAD_REQUESTED.store(true, Ordering::SeqCst);
+        sys::write_wake_byte(WAKE_WRITE_FD.load(Ordering::SeqCst));
+    });
 }
 
 /// Creates the self-pipe, then installs the handlers (in that order, so a

@@ -139,6 +139,20 @@ pub fn drain_nonblocking(fd: RawFd) {
     }
 }
 
+/// Runs `f` and restores `errno` afterwards, as a signal handler must:
+/// the code it interrupted may be about to read errno.
+pub fn preserving_errno(f: impl FnOnce()) {
+    // SAFETY: __errno_location returns this thread's errno slot (glibc and
+    // musl alike), valid for the thread's whole life; reading and writing
+    // an int there is async-signal-safe.
+    let slot = unsafe { libc::__errno_location() };
+    // SAFETY: as above.
+    let saved = unsafe { *slot };
+    f();
+    // SAFETY: as above.
+    unsafe { *slot = saved };
+}
+
 /// Waits until one of `fds` is readable (or hung up), a signal arrives, or
 /// `timeout_ms` passes (-1: no timeout). Returns, for each fd, whether it is
 /// ready. A signal is not an error: it returns with nothing ready.
