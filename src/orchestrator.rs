@@ -32,7 +32,7 @@ use crate::plan::{self, Next, Plan, Subtask, SubtaskStatus};
 use crate::project::Project;
 use crate::prompts::{self, Role};
 use crate::signals;
-use crate::status::{RunState, StatusFile};
+use crate::status::{RunState, StatusFile, PHASE_PLANNING};
 use crate::store::{self, FileLock};
 
 /// Flags of `run` and `resume` that change the loop.
@@ -142,6 +142,18 @@ impl<'a> Run<'a> {
                 "stopped agent process group {group}, left behind by a run that was killed"
             ));
         }
+        if status.planning_unfinished() {
+            // The last run died while planning (kill -9, power loss): the
+            // plan on disk is its initializer's draft, maybe partial, maybe
+            // invalid. Never run it; plan again.
+            if let Some(draft) = set_aside_draft_plan(project)? {
+                log(&format!(
+                    "the last run ended while planning: set its unfinished plan aside as {}; planning again",
+                    project.show(&draft)
+                ));
+            }
+        }
+        status.phase = None;
         status.session_id = crate::daemon::process_info(crate::sys::getpid()).map(|p| p.session);
         // Iterations, tokens and cost are per task: a restart never resets
         // them, so limits cannot be bypassed by resuming.
@@ -211,10 +223,19 @@ impl<'a> Run<'a> {
                 return Ok(Err(ending));
             }
             log(&format!("planning: initializer session (round {round})"));
-            self.status.phase = Some("Initializer".to_string());
+            // Saved with the session's start: see `PHASE_PLANNING`.
+            self.status.phase = Some(PHASE_PLANNING.to_string());
             let vars = self.initializer_vars(&plan_error);
             let report = self.run_agent(Role::Initializer, None, round, &vars)?;
             if let Some(ending) = self.interrupted_or_limited(&report)? {
+                // The initializer may have written part of a plan and gone
+                // on working: that draft is not the plan.
+                if let Some(draft) = set_aside_draft_plan(self.project)? {
+                    log(&format!(
+                        "planning was cut short: set the unfinished plan aside as {}; the next run plans again",
+                        self.project.show(&draft)
+                    ));
+                }
                 return Ok(Err(ending));
             }
             match self.read_new_plan() {
@@ -224,6 +245,8 @@ impl<'a> Run<'a> {
                         plan.subtasks.len(),
                         plan.task_name
                     ));
+                    self.status.phase = None;
+                    self.save_status()?;
                     return Ok(Ok(plan));
                 }
                 Err(why) => {
@@ -862,6 +885,32 @@ impl<'a> Run<'a> {
         }
         self.save_status()
     }
+}
+
+/// Moves the plan file, when there is one, to
+/// `implementation_plan.json.interrupted.TIMESTAMP` (never over another
+/// file) and returns where it went: kept for the user to read, out of the
+/// way of the next run, which plans again.
+fn set_aside_draft_plan(project: &Project) -> Result<Option<std::path::PathBuf>> {
+    let _lock = FileLock::acquire(&project.state_lock_file())?;
+    let plan = project.plan_file();
+    if plan.symlink_metadata().is_err() {
+        return Ok(None);
+    }
+    let stamp = clock::now_compact();
+    let name = |n: u32| {
+        let suffix = if n == 0 { String::new() } else { format!(".{n}") };
+        plan.with_file_name(format!("implementation_plan.json.interrupted.{stamp}{suffix}"))
+    };
+    let mut draft = name(0);
+    let mut n = 0;
+    while draft.symlink_metadata().is_ok() {
+        n += 1;
+        draft = name(n);
+    }
+    std::fs::rename(&plan, &draft)
+        .map_err(|e| Error::io(&plan, "cannot set the unfinished plan aside", e))?;
+    Ok(Some(draft))
 }
 
 /// Claude's refusal to run bypassPermissions as root ends the run at once

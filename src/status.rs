@@ -90,7 +90,19 @@ pub struct StatusFile {
     pub session_id: Option<i32>,
 }
 
+/// The phase of a planning session. status.json says it from before the
+/// initializer starts until its plan is accepted, so a run that died in
+/// between (kill -9, power loss) leaves it there: whatever plan is on disk
+/// then is the initializer's unfinished draft.
+pub const PHASE_PLANNING: &str = "Initializer";
+
 impl StatusFile {
+    /// Whether the run that last wrote this file was planning when it
+    /// ended, so that its plan on disk (if any) was never finished.
+    pub fn planning_unfinished(&self) -> bool {
+        self.phase.as_deref() == Some(PHASE_PLANNING)
+    }
+
     /// The status `rasen init` writes: nothing has run yet.
     pub fn initialized() -> StatusFile {
         StatusFile {
