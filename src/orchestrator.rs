@@ -331,7 +331,14 @@ impl<'a> Run<'a> {
             }
             _ => {}
         }
-        if let Some(event) = last_event(&report.events, "build.blocked") {
+        // An agent may say blocked and then find a way, or claim done and
+        // then take it back: its last word on the subtask counts.
+        let last_word = report
+            .events
+            .iter()
+            .rev()
+            .find(|e| e.topic == "build.blocked" || e.topic == "build.done");
+        if let Some(event) = last_word.filter(|e| e.topic == "build.blocked") {
             return Ok(Verdict::Blocked(one_line(&event.payload)));
         }
         // A session that Claude itself reports as failed (error_max_turns,
@@ -340,7 +347,7 @@ impl<'a> Run<'a> {
         if report.result.as_ref().is_some_and(|r| r.failed()) {
             return Ok(Verdict::Failed(self.failure_reason(report)));
         }
-        if let Some(event) = last_event(&report.events, "build.done") {
+        if let Some(event) = last_word {
             return self.judge_done_claim(&event.payload, subtask, commits);
         }
         Ok(Verdict::Failed(self.failure_reason(report)))
