@@ -297,8 +297,13 @@ impl<'a> Run<'a> {
         let commits = git::commits_since(&self.project.root, before.as_deref())?;
         self.count_total_commits()?;
         let verdict = self.judge(&report, &subtask, commits)?;
-        self.record_attempt(&subtask, &report, &verdict, commits, &started_at)?;
-        self.apply_verdict(plan, index, verdict, commits)
+        let attempt = self.attempt_of(&subtask, &report, &verdict, commits, &started_at)?;
+        // The plan (and good commit) first, the history after: dying in
+        // between (kill -9) then loses one line of history, where the other
+        // order would leave a completed subtask in_progress, to be redone.
+        let ending = self.apply_verdict(plan, index, verdict, commits)?;
+        self.record_attempt(attempt)?;
+        Ok(ending)
     }
 
     /// Step 4: what the session's events, exit and commits amount to.
@@ -782,14 +787,15 @@ impl<'a> Run<'a> {
             .unwrap_or_default()
     }
 
-    fn record_attempt(
+    /// The attempt_history.json entry for a coder session.
+    fn attempt_of(
         &self,
         subtask: &Subtask,
         report: &SessionReport,
         verdict: &Verdict,
         commits: u64,
         started_at: &str,
-    ) -> Result<()> {
+    ) -> Result<Attempt> {
         let (outcome, approach, reason) = match verdict {
             Verdict::Completed(summary) => (Outcome::Success, Some(summary.clone()), None),
             Verdict::Refused(why) => (Outcome::Refused, claim_of(report), Some(why.clone())),
@@ -804,7 +810,7 @@ impl<'a> Run<'a> {
             }
         };
         let result = report.result.as_ref();
-        let attempt = Attempt {
+        Ok(Attempt {
             subtask_id: subtask.id.clone(),
             session: self.status.iteration,
             role: "coder".to_string(),
@@ -818,7 +824,10 @@ impl<'a> Run<'a> {
             input_tokens: result.map(|r| r.input_tokens),
             output_tokens: result.map(|r| r.output_tokens),
             cost_usd: result.map(|r| r.cost_usd).filter(|c| c.is_finite()),
-        };
+        })
+    }
+
+    fn record_attempt(&self, attempt: Attempt) -> Result<()> {
         let _lock = FileLock::acquire(&self.project.state_lock_file())?;
         let mut history = load_history(self.project)?;
         history.record(attempt);

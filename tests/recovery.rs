@@ -173,3 +173,34 @@ fn usage_limit_during_planning_sets_the_draft_aside() {
     let roles: Vec<String> = p.sessions().into_iter().map(|s| s.role).collect();
     assert_eq!(roles, ["initializer", "initializer", "coder", "coder", "coder"]);
 }
+
+/// A rasen that dies between saving the plan and recording the attempt
+/// (kill -9, disk full) must not have the subtask's work redone: the plan
+/// says completed before the history says success. Here the agent breaks
+/// attempt_history.json (a directory in its place) as it leaves, so the
+/// run fails at exactly that point.
+#[test]
+fn completed_subtask_is_saved_before_its_attempt_is_recorded() {
+    let mut p = project("plan-before-history");
+    let wrapper = p.scripted_dir().join("history-breaking-agent");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n'{}'\ncode=$?\n[ \"$RASEN_ROLE\" = coder ] && mkdir .rasen/attempt_history.json\nexit $code\n",
+            agent_script("scripted-agent").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    p.set_config("agent.command", &format!("\"{}\"", wrapper.display()))
+        .env("SCRIPTED_SUBTASKS", "2");
+    let r = p.rasen(&["run"]);
+    assert_ne!(r.code, 0, "{r}");
+    assert!(r.stderr.contains("attempt_history.json"), "{r}");
+
+    assert_eq!(session_list(&p), [session("initializer", "-", "1"), session("coder", "t1", "1")]);
+    assert_eq!(subtask_status(&p, "t1"), "completed", "t1's work would be redone");
+    assert_eq!(good_commits(&p).len(), 1);
+    assert_eq!(get_str(&status(&p), "reason"), Some("error"));
+}
