@@ -226,7 +226,9 @@ impl<'a> Run<'a> {
             // Saved with the session's start: see `PHASE_PLANNING`.
             self.status.phase = Some(PHASE_PLANNING.to_string());
             let vars = self.initializer_vars(&plan_error);
-            let report = self.run_agent(Role::Initializer, None, round, &vars)?;
+            let Some(report) = self.run_agent(Role::Initializer, None, round, &vars)? else {
+                return Ok(Err(self.max_runtime_ending()));
+            };
             if let Some(ending) = self.interrupted_or_limited(&report)? {
                 // The initializer may have written part of a plan and gone
                 // on working: that draft is not the plan.
@@ -293,7 +295,10 @@ impl<'a> Run<'a> {
         self.status.subtask_description = Some(subtask.description.clone());
         let vars = self.coder_vars(&subtask, attempt)?;
         let started_at = clock::now_iso();
-        let report = self.run_agent(Role::Coder, Some(&subtask), attempt, &vars)?;
+        let Some(report) = self.run_agent(Role::Coder, Some(&subtask), attempt, &vars)? else {
+            // The subtask stays in_progress and is taken up first next time.
+            return Ok(Some(self.max_runtime_ending()));
+        };
         let commits = git::commits_since(&self.project.root, before.as_deref())?;
         self.count_total_commits()?;
         let verdict = self.judge(&report, &subtask, commits)?;
@@ -567,13 +572,22 @@ impl<'a> Run<'a> {
                 format!("reached max_iterations ({} sessions)", limits.max_iterations),
             ));
         }
-        if self.started.elapsed() >= Duration::from_secs(limits.max_runtime_seconds) {
-            return Some(Ending::new(
-                Reason::MaxRuntime,
-                format!("reached max_runtime_seconds ({}s)", limits.max_runtime_seconds),
-            ));
+        if self.runtime_left().is_none() {
+            return Some(self.max_runtime_ending());
         }
         None
+    }
+
+    /// What is left of `max_runtime_seconds` for this run; `None` when
+    /// nothing is (never zero: a zero session timeout means no limit).
+    fn runtime_left(&self) -> Option<Duration> {
+        let limit = Duration::from_secs(self.config.orchestrator.max_runtime_seconds);
+        Some(limit.saturating_sub(self.started.elapsed())).filter(|left| !left.is_zero())
+    }
+
+    fn max_runtime_ending(&self) -> Ending {
+        let limit = self.config.orchestrator.max_runtime_seconds;
+        Ending::new(Reason::MaxRuntime, format!("reached max_runtime_seconds ({limit}s)"))
     }
 
     fn stopped_ending(&self) -> Ending {
@@ -610,17 +624,24 @@ impl<'a> Run<'a> {
     }
 
     /// One agent session (one iteration), with status.json saying so.
+    /// `None` when the run's time ran out before the session could start
+    /// (after the check before it: rendering the prompt takes time too).
     fn run_agent(
         &mut self,
         role: Role,
         subtask: Option<&Subtask>,
         attempt: u32,
         vars: &[(&str, String)],
-    ) -> Result<SessionReport> {
+    ) -> Result<Option<SessionReport>> {
+        let prompt = prompts::render(&self.project.root, role, vars)?;
+        let Some(runtime_left) = self.runtime_left() else {
+            log(&format!("no runtime left to start a {} session", role.name()));
+            return Ok(None);
+        };
         self.status.iteration += 1;
         let iteration = self.status.iteration;
-        let prompt = prompts::render(&self.project.root, role, vars)?;
-        let request = self.session_request(role, subtask, attempt, iteration, prompt)?;
+        let mut request = self.session_request(role, subtask, attempt, iteration, prompt)?;
+        request.session_timeout = request.session_timeout.min(runtime_left);
         log(&format!("session {iteration}: {} started", role.name()));
         self.save_status()?;
         let session_start = std::time::SystemTime::now();
@@ -659,7 +680,7 @@ impl<'a> Run<'a> {
             log(&format!("ignored event with unknown topic \"{}\"", event.topic));
         }
         self.save_status()?;
-        Ok(report)
+        Ok(Some(report))
     }
 
     fn session_request(
@@ -691,10 +712,6 @@ impl<'a> Run<'a> {
             ("RASEN_ITERATION".to_string(), iteration.to_string()),
             ("RASEN_PROJECT_DIR".to_string(), self.project.root.display().to_string()),
         ];
-        let runtime_left = Duration::from_secs(self.config.orchestrator.max_runtime_seconds)
-            .saturating_sub(self.started.elapsed());
-        let session_timeout =
-            Duration::from_secs(self.config.orchestrator.session_timeout_seconds).min(runtime_left);
         let label = match subtask {
             Some(s) => format!("{} {}", role.name(), s.id),
             None => role.name().to_string(),
@@ -705,7 +722,7 @@ impl<'a> Run<'a> {
             cwd: self.project.root.clone(),
             env,
             prompt,
-            session_timeout,
+            session_timeout: Duration::from_secs(self.config.orchestrator.session_timeout_seconds),
             idle_timeout: Duration::from_secs(self.config.orchestrator.idle_timeout_seconds),
             stop_grace: Duration::from_secs(agent.stop_grace_seconds),
             log_prefix: label,
