@@ -596,13 +596,33 @@ impl<'a> Run<'a> {
         Ending::new(Reason::Stopped(signal), format!("stopped by {name}"))
     }
 
-    /// SIGHUP: re-read rasen.yml; an invalid file keeps the old config.
+    /// SIGHUP: re-read rasen.yml; an invalid file, or one whose agent
+    /// command cannot be found (it would fail every later session), keeps
+    /// the old config. The `background` files cannot move under a running
+    /// orchestrator (its log is open, its PID file written, and the paths
+    /// come from the project as it started): they stay until a restart,
+    /// and the log says so rather than report them reloaded.
     fn reload_config_if_asked(&mut self) {
         if !signals::take_reload_request() {
             return;
         }
-        match Config::load(&self.project.root) {
-            Ok(new) => {
+        let loaded = Config::load(&self.project.root).and_then(|new| {
+            agent::resolve_agent_command(&new.agent.command, &self.project.root).map(|_| new)
+        });
+        match loaded {
+            Ok(mut new) => {
+                if new.background != self.config.background {
+                    let moved: Vec<String> = new
+                        .changes_from(&self.config)
+                        .into_iter()
+                        .filter(|c| c.starts_with("background."))
+                        .collect();
+                    log(&format!(
+                        "configuration: {} not applied: the files of a running orchestrator move only with a restart (rasen stop, then rasen resume)",
+                        moved.join(", ")
+                    ));
+                    new.background = self.config.background.clone();
+                }
                 let changes = new.changes_from(&self.config);
                 let what =
                     if changes.is_empty() { "no changes".to_string() } else { changes.join(", ") };
