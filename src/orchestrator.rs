@@ -165,6 +165,17 @@ impl<'a> Run<'a> {
         status.agent_pid = None;
         status.waiting_until = None;
         status.started_at = Some(clock::now_iso());
+        if let Some(base) = status.base_commit.clone().filter(|b| !b.is_empty()) {
+            if !commit_exists(&project.root, &base)? {
+                // History rewritten (and collected), or the project cloned
+                // anew: counting from a commit that is gone fails every git
+                // query. Count from here instead.
+                status.base_commit = None;
+                log(&format!(
+                    "the task's base commit {base} is no longer in the repository: counting commits from HEAD"
+                ));
+            }
+        }
         if status.base_commit.is_none() {
             status.base_commit = Some(git::head(&project.root)?.unwrap_or_default());
         }
@@ -964,6 +975,21 @@ fn set_aside_draft_plan(project: &Project) -> Result<Option<std::path::PathBuf>>
     std::fs::rename(&plan, &draft)
         .map_err(|e| Error::io(&plan, "cannot set the unfinished plan aside", e))?;
     Ok(Some(draft))
+}
+
+/// Whether `hash` names a commit of the repository at `root`
+/// (`git rev-parse --verify --quiet HASH^{commit}`).
+fn commit_exists(root: &std::path::Path, hash: &str) -> Result<bool> {
+    let status = std::process::Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["rev-parse", "--verify", "--quiet", &format!("{hash}^{{commit}}")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map_err(|e| Error::config(format!("cannot run git: {e} (rasen needs git on PATH)")))?;
+    Ok(status.success())
 }
 
 /// Claude's refusal to run bypassPermissions as root ends the run at once

@@ -204,3 +204,32 @@ fn completed_subtask_is_saved_before_its_attempt_is_recorded() {
     assert_eq!(good_commits(&p).len(), 1);
     assert_eq!(get_str(&status(&p), "reason"), Some("error"));
 }
+
+/// Sets status.json's base_commit to a commit the repository does not
+/// have, as after history was rewritten and garbage-collected, or the
+/// project re-cloned.
+fn lose_base_commit(p: &Project) {
+    let text = p.file(".rasen/status.json").unwrap();
+    let base = get_str(&status(p), "base_commit").expect("a base commit after a run").to_string();
+    let missing = "0123456789abcdef0123456789abcdef01234567";
+    p.write(".rasen/status.json", &text.replace(&base, missing));
+}
+
+#[test]
+fn base_commit_gone_from_the_repository_is_reset_to_head_on_resume() {
+    let mut p = project("base-gone");
+    p.env("SCRIPTED_SUBTASKS", "3").set_config("orchestrator.max_iterations", "2");
+    p.rasen(&["run"]).expect_code(1); // planned, t1 done
+    lose_base_commit(&p);
+    let head = p.git(&["rev-parse", "HEAD"]).trim().to_string();
+
+    p.set_config("orchestrator.max_iterations", "10");
+    let r = p.rasen(&["resume"]).expect_code(0);
+    assert!(r.stdout.contains("Resuming task"), "{r}");
+    let log = p.file(".rasen/rasen.log").unwrap_or_default();
+    assert!(log.contains("0123456789abcdef0123456789abcdef01234567"), "the log says why\n{log}");
+    let s = status(&p);
+    assert_eq!(get_str(&s, "status"), Some("completed"), "{r}");
+    assert_eq!(get_str(&s, "base_commit"), Some(head.as_str()));
+    assert_eq!(get_u64(&s, "total_commits"), Some(2), "t2 and t3, counted from the new base");
+}
