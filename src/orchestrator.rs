@@ -97,10 +97,36 @@ impl Ending {
 
 /// Runs the loop until it ends; `status.json` says how it ended.
 pub fn run(project: &Project, options: &RunOptions) -> Result<Ending> {
-    let mut run = Run::start(project, *options)?;
+    let mut run = match Run::start(project, *options) {
+        Ok(run) => run,
+        Err(e) => {
+            record_start_failure(project, &e);
+            return Err(e);
+        }
+    };
     let result = run.loop_until_end();
     run.finish(&result)?;
     result
+}
+
+/// A run that failed to start says so in status.json, as `finish` does
+/// for one that failed later, instead of leaving the last run's outcome
+/// there. Best effort: the error is reported anyway, and a status.json
+/// that cannot be read is left as it is (never overwritten unread). The
+/// phase stays: it may mark an unfinished plan (`PHASE_PLANNING`).
+fn record_start_failure(project: &Project, e: &Error) {
+    log(&format!("run ended: error: {e}"));
+    let path = project.status_file();
+    let Ok(previous) = store::load::<StatusFile>(&path) else { return };
+    let mut status = previous.unwrap_or_else(StatusFile::initialized);
+    status.status = RunState::Failed;
+    status.reason = Some("error".to_string());
+    status.last_error = Some(e.message.clone());
+    status.pid = None;
+    status.agent_pid = None;
+    status.waiting_until = None;
+    status.last_activity = Some(clock::now_iso());
+    let _ = store::save(&path, &status);
 }
 
 /// The state of one run: the configuration (reloadable by SIGHUP), the

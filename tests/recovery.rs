@@ -233,3 +233,22 @@ fn base_commit_gone_from_the_repository_is_reset_to_head_on_resume() {
     assert_eq!(get_str(&s, "base_commit"), Some(head.as_str()));
     assert_eq!(get_u64(&s, "total_commits"), Some(2), "t2 and t3, counted from the new base");
 }
+
+#[test]
+fn run_that_fails_to_start_says_so_in_status() {
+    let mut p = project("start-fails");
+    p.env("SCRIPTED_SUBTASKS", "1");
+    p.rasen(&["run"]).expect_code(0);
+    assert_eq!(get_str(&status(&p), "status"), Some("completed"));
+    // The task file can no longer be read: the next run fails at its start.
+    std::fs::remove_file(p.path(".rasen/task.txt")).unwrap();
+    std::fs::create_dir(p.path(".rasen/task.txt")).unwrap();
+
+    let r = p.rasen(&["run"]).expect_code(1);
+    assert!(r.stderr.contains("task"), "{r}");
+    let s = status(&p);
+    assert_eq!(get_str(&s, "status"), Some("failed"), "not the last run's outcome: {s:?}");
+    assert_eq!(get_str(&s, "reason"), Some("error"), "{s:?}");
+    assert!(get_str(&s, "last_error").is_some_and(|e| e.contains("task")), "{s:?}");
+    assert_eq!(p.daemon_pid(), None);
+}
