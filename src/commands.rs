@@ -170,7 +170,11 @@ pub fn resume(dir: &Path, background: bool, options: RunOptions) -> Result<i32> 
     if let Liveness::Running { pid } = daemon::liveness(&project)? {
         return Err(daemon::already_running(&project, pid));
     }
-    let plan = store::load::<Plan>(&project.user_path(&project.plan_file()))?;
+    // A draft left by a planning session that was cut short is no plan
+    // to resume (and may not even parse): the run sets it aside.
+    let draft = planning_was_cut_short(&project)? && project.plan_file().exists();
+    let plan =
+        if draft { None } else { store::load::<Plan>(&project.user_path(&project.plan_file()))? };
     if plan.is_none() && !project.task_file().exists() {
         return Err(Error::failed("No task to resume. Use 'rasen init' to start a new task."));
     }
@@ -188,6 +192,9 @@ pub fn resume(dir: &Path, background: bool, options: RunOptions) -> Result<i32> 
                 say!("Last working on: {id}");
             }
         }
+        None if draft => say!(
+            "The plan was never finished (its planning session was cut short): the draft is set aside and the initializer will plan the task again."
+        ),
         None => say!("The plan was never created; the initializer will plan the task first."),
     }
     start(project, background, options)
@@ -234,13 +241,23 @@ fn refuse_if_running(project: &Project) -> Result<()> {
     Ok(())
 }
 
-/// Every state file parses, and the plan (when there is one) is valid.
+/// Every state file parses, and the plan (when there is one) is valid,
+/// unless it is the draft of a planning session that was cut short,
+/// which the run sets aside unread.
 fn check_state_files(project: &Project) -> Result<()> {
-    plan::load_valid(&project.user_path(&project.plan_file()))?;
+    if !planning_was_cut_short(project)? {
+        plan::load_valid(&project.user_path(&project.plan_file()))?;
+    }
     store::load::<AttemptHistory>(&project.user_path(&project.history_file()))?;
     store::load::<GoodCommits>(&project.user_path(&project.good_commits_file()))?;
-    store::load::<StatusFile>(&project.user_path(&project.status_file()))?;
     Ok(())
+}
+
+/// Whether status.json says the last run died while planning (see
+/// `status::PHASE_PLANNING`); only meaningful while nobody runs.
+fn planning_was_cut_short(project: &Project) -> Result<bool> {
+    let status = store::load::<StatusFile>(&project.user_path(&project.status_file()))?;
+    Ok(status.is_some_and(|s| s.planning_unfinished()))
 }
 
 fn check_agent_command(project: &Project) -> Result<()> {

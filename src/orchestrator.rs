@@ -32,7 +32,7 @@ use crate::plan::{self, Next, Plan, Subtask, SubtaskStatus};
 use crate::project::Project;
 use crate::prompts::{self, Role};
 use crate::signals;
-use crate::status::{RunState, StatusFile};
+use crate::status::{RunState, StatusFile, PHASE_PLANNING};
 use crate::store::{self, FileLock};
 
 /// Flags of `run` and `resume` that change the loop.
@@ -97,10 +97,36 @@ impl Ending {
 
 /// Runs the loop until it ends; `status.json` says how it ended.
 pub fn run(project: &Project, options: &RunOptions) -> Result<Ending> {
-    let mut run = Run::start(project, *options)?;
+    let mut run = match Run::start(project, *options) {
+        Ok(run) => run,
+        Err(e) => {
+            record_start_failure(project, &e);
+            return Err(e);
+        }
+    };
     let result = run.loop_until_end();
     run.finish(&result)?;
     result
+}
+
+/// A run that failed to start says so in status.json, as `finish` does
+/// for one that failed later, instead of leaving the last run's outcome
+/// there. Best effort: the error is reported anyway, and a status.json
+/// that cannot be read is left as it is (never overwritten unread). The
+/// phase stays: it may mark an unfinished plan (`PHASE_PLANNING`).
+fn record_start_failure(project: &Project, e: &Error) {
+    log(&format!("run ended: error: {e}"));
+    let path = project.status_file();
+    let Ok(previous) = store::load::<StatusFile>(&path) else { return };
+    let mut status = previous.unwrap_or_else(StatusFile::initialized);
+    status.status = RunState::Failed;
+    status.reason = Some("error".to_string());
+    status.last_error = Some(e.message.clone());
+    status.pid = None;
+    status.agent_pid = None;
+    status.waiting_until = None;
+    status.last_activity = Some(clock::now_iso());
+    let _ = store::save(&path, &status);
 }
 
 /// The state of one run: the configuration (reloadable by SIGHUP), the
@@ -142,6 +168,18 @@ impl<'a> Run<'a> {
                 "stopped agent {agent} and its processes, left behind by a run that was killed"
             ));
         }
+        if status.planning_unfinished() {
+            // The last run died while planning (kill -9, power loss): the
+            // plan on disk is its initializer's draft, maybe partial, maybe
+            // invalid. Never run it; plan again.
+            if let Some(draft) = set_aside_draft_plan(project)? {
+                log(&format!(
+                    "the last run ended while planning: set its unfinished plan aside as {}; planning again",
+                    project.show(&draft)
+                ));
+            }
+        }
+        status.phase = None;
         // Iterations, tokens and cost are per task: a restart never resets
         // them, so limits cannot be bypassed by resuming.
         status.iteration = status.iteration.max(history.attempts.len() as u64);
@@ -152,6 +190,17 @@ impl<'a> Run<'a> {
         status.agent_pid = None;
         status.waiting_until = None;
         status.started_at = Some(clock::now_iso());
+        if let Some(base) = status.base_commit.clone().filter(|b| !b.is_empty()) {
+            if !commit_exists(&project.root, &base)? {
+                // History rewritten (and collected), or the project cloned
+                // anew: counting from a commit that is gone fails every git
+                // query. Count from here instead.
+                status.base_commit = None;
+                log(&format!(
+                    "the task's base commit {base} is no longer in the repository: counting commits from HEAD"
+                ));
+            }
+        }
         if status.base_commit.is_none() {
             status.base_commit = Some(git::head(&project.root)?.unwrap_or_default());
         }
@@ -210,10 +259,21 @@ impl<'a> Run<'a> {
                 return Ok(Err(ending));
             }
             log(&format!("planning: initializer session (round {round})"));
-            self.status.phase = Some("Initializer".to_string());
+            // Saved with the session's start: see `PHASE_PLANNING`.
+            self.status.phase = Some(PHASE_PLANNING.to_string());
             let vars = self.initializer_vars(&plan_error);
-            let report = self.run_agent(Role::Initializer, None, round, &vars)?;
+            let Some(report) = self.run_agent(Role::Initializer, None, round, &vars)? else {
+                return Ok(Err(self.max_runtime_ending()));
+            };
             if let Some(ending) = self.interrupted_or_limited(&report)? {
+                // The initializer may have written part of a plan and gone
+                // on working: that draft is not the plan.
+                if let Some(draft) = set_aside_draft_plan(self.project)? {
+                    log(&format!(
+                        "planning was cut short: set the unfinished plan aside as {}; the next run plans again",
+                        self.project.show(&draft)
+                    ));
+                }
                 return Ok(Err(ending));
             }
             match self.read_new_plan() {
@@ -223,6 +283,8 @@ impl<'a> Run<'a> {
                         plan.subtasks.len(),
                         plan.task_name
                     ));
+                    self.status.phase = None;
+                    self.save_status()?;
                     return Ok(Ok(plan));
                 }
                 Err(why) => {
@@ -269,12 +331,20 @@ impl<'a> Run<'a> {
         self.status.subtask_description = Some(subtask.description.clone());
         let vars = self.coder_vars(&subtask, attempt)?;
         let started_at = clock::now_iso();
-        let report = self.run_agent(Role::Coder, Some(&subtask), attempt, &vars)?;
+        let Some(report) = self.run_agent(Role::Coder, Some(&subtask), attempt, &vars)? else {
+            // The subtask stays in_progress and is taken up first next time.
+            return Ok(Some(self.max_runtime_ending()));
+        };
         let commits = git::commits_since(&self.project.root, before.as_deref())?;
         self.count_total_commits()?;
         let verdict = self.judge(&report, &subtask, commits)?;
-        self.record_attempt(&subtask, &report, &verdict, commits, &started_at)?;
-        self.apply_verdict(plan, index, verdict, commits)
+        let attempt = self.attempt_of(&subtask, &report, &verdict, commits, &started_at)?;
+        // The plan (and good commit) first, the history after: dying in
+        // between (kill -9) then loses one line of history, where the other
+        // order would leave a completed subtask in_progress, to be redone.
+        let ending = self.apply_verdict(plan, index, verdict, commits)?;
+        self.record_attempt(attempt)?;
+        Ok(ending)
     }
 
     /// Step 4: what the session's events, exit and commits amount to.
@@ -307,7 +377,14 @@ impl<'a> Run<'a> {
             }
             _ => {}
         }
-        if let Some(event) = last_event(&report.events, "build.blocked") {
+        // An agent may say blocked and then find a way, or claim done and
+        // then take it back: its last word on the subtask counts.
+        let last_word = report
+            .events
+            .iter()
+            .rev()
+            .find(|e| e.topic == "build.blocked" || e.topic == "build.done");
+        if let Some(event) = last_word.filter(|e| e.topic == "build.blocked") {
             return Ok(Verdict::Blocked(one_line(&event.payload)));
         }
         // A session that Claude itself reports as failed (error_max_turns,
@@ -316,7 +393,7 @@ impl<'a> Run<'a> {
         if report.result.as_ref().is_some_and(|r| r.failed()) {
             return Ok(Verdict::Failed(self.failure_reason(report)));
         }
-        if let Some(event) = last_event(&report.events, "build.done") {
+        if let Some(event) = last_word {
             return self.judge_done_claim(&event.payload, subtask, commits);
         }
         Ok(Verdict::Failed(self.failure_reason(report)))
@@ -531,13 +608,22 @@ impl<'a> Run<'a> {
                 format!("reached max_iterations ({} sessions)", limits.max_iterations),
             ));
         }
-        if self.started.elapsed() >= Duration::from_secs(limits.max_runtime_seconds) {
-            return Some(Ending::new(
-                Reason::MaxRuntime,
-                format!("reached max_runtime_seconds ({}s)", limits.max_runtime_seconds),
-            ));
+        if self.runtime_left().is_none() {
+            return Some(self.max_runtime_ending());
         }
         None
+    }
+
+    /// What is left of `max_runtime_seconds` for this run; `None` when
+    /// nothing is (never zero: a zero session timeout means no limit).
+    fn runtime_left(&self) -> Option<Duration> {
+        let limit = Duration::from_secs(self.config.orchestrator.max_runtime_seconds);
+        Some(limit.saturating_sub(self.started.elapsed())).filter(|left| !left.is_zero())
+    }
+
+    fn max_runtime_ending(&self) -> Ending {
+        let limit = self.config.orchestrator.max_runtime_seconds;
+        Ending::new(Reason::MaxRuntime, format!("reached max_runtime_seconds ({limit}s)"))
     }
 
     fn stopped_ending(&self) -> Ending {
@@ -546,13 +632,33 @@ impl<'a> Run<'a> {
         Ending::new(Reason::Stopped(signal), format!("stopped by {name}"))
     }
 
-    /// SIGHUP: re-read rasen.yml; an invalid file keeps the old config.
+    /// SIGHUP: re-read rasen.yml; an invalid file, or one whose agent
+    /// command cannot be found (it would fail every later session), keeps
+    /// the old config. The `background` files cannot move under a running
+    /// orchestrator (its log is open, its PID file written, and the paths
+    /// come from the project as it started): they stay until a restart,
+    /// and the log says so rather than report them reloaded.
     fn reload_config_if_asked(&mut self) {
         if !signals::take_reload_request() {
             return;
         }
-        match Config::load(&self.project.root) {
-            Ok(new) => {
+        let loaded = Config::load(&self.project.root).and_then(|new| {
+            agent::resolve_agent_command(&new.agent.command, &self.project.root).map(|_| new)
+        });
+        match loaded {
+            Ok(mut new) => {
+                if new.background != self.config.background {
+                    let moved: Vec<String> = new
+                        .changes_from(&self.config)
+                        .into_iter()
+                        .filter(|c| c.starts_with("background."))
+                        .collect();
+                    log(&format!(
+                        "configuration: {} not applied: the files of a running orchestrator move only with a restart (rasen stop, then rasen resume)",
+                        moved.join(", ")
+                    ));
+                    new.background = self.config.background.clone();
+                }
                 let changes = new.changes_from(&self.config);
                 let what =
                     if changes.is_empty() { "no changes".to_string() } else { changes.join(", ") };
@@ -574,17 +680,24 @@ impl<'a> Run<'a> {
     }
 
     /// One agent session (one iteration), with status.json saying so.
+    /// `None` when the run's time ran out before the session could start
+    /// (after the check before it: rendering the prompt takes time too).
     fn run_agent(
         &mut self,
         role: Role,
         subtask: Option<&Subtask>,
         attempt: u32,
         vars: &[(&str, String)],
-    ) -> Result<SessionReport> {
+    ) -> Result<Option<SessionReport>> {
+        let prompt = prompts::render(&self.project.root, role, vars)?;
+        let Some(runtime_left) = self.runtime_left() else {
+            log(&format!("no runtime left to start a {} session", role.name()));
+            return Ok(None);
+        };
         self.status.iteration += 1;
         let iteration = self.status.iteration;
-        let prompt = prompts::render(&self.project.root, role, vars)?;
-        let request = self.session_request(role, subtask, attempt, iteration, prompt)?;
+        let mut request = self.session_request(role, subtask, attempt, iteration, prompt)?;
+        request.session_timeout = request.session_timeout.min(runtime_left);
         log(&format!("session {iteration}: {} started", role.name()));
         self.save_status()?;
         let session_start = std::time::SystemTime::now();
@@ -623,7 +736,7 @@ impl<'a> Run<'a> {
             log(&format!("ignored event with unknown topic \"{}\"", event.topic));
         }
         self.save_status()?;
-        Ok(report)
+        Ok(Some(report))
     }
 
     fn session_request(
@@ -655,10 +768,6 @@ impl<'a> Run<'a> {
             ("RASEN_ITERATION".to_string(), iteration.to_string()),
             ("RASEN_PROJECT_DIR".to_string(), self.project.root.display().to_string()),
         ];
-        let runtime_left = Duration::from_secs(self.config.orchestrator.max_runtime_seconds)
-            .saturating_sub(self.started.elapsed());
-        let session_timeout =
-            Duration::from_secs(self.config.orchestrator.session_timeout_seconds).min(runtime_left);
         let label = match subtask {
             Some(s) => format!("{} {}", role.name(), s.id),
             None => role.name().to_string(),
@@ -669,7 +778,7 @@ impl<'a> Run<'a> {
             cwd: self.project.root.clone(),
             env,
             prompt,
-            session_timeout,
+            session_timeout: Duration::from_secs(self.config.orchestrator.session_timeout_seconds),
             idle_timeout: Duration::from_secs(self.config.orchestrator.idle_timeout_seconds),
             stop_grace: Duration::from_secs(agent.stop_grace_seconds),
             log_prefix: label,
@@ -751,14 +860,15 @@ impl<'a> Run<'a> {
             .unwrap_or_default()
     }
 
-    fn record_attempt(
+    /// The attempt_history.json entry for a coder session.
+    fn attempt_of(
         &self,
         subtask: &Subtask,
         report: &SessionReport,
         verdict: &Verdict,
         commits: u64,
         started_at: &str,
-    ) -> Result<()> {
+    ) -> Result<Attempt> {
         let (outcome, approach, reason) = match verdict {
             Verdict::Completed(summary) => (Outcome::Success, Some(summary.clone()), None),
             Verdict::Refused(why) => (Outcome::Refused, claim_of(report), Some(why.clone())),
@@ -773,7 +883,7 @@ impl<'a> Run<'a> {
             }
         };
         let result = report.result.as_ref();
-        let attempt = Attempt {
+        Ok(Attempt {
             subtask_id: subtask.id.clone(),
             session: self.status.iteration,
             role: "coder".to_string(),
@@ -787,7 +897,10 @@ impl<'a> Run<'a> {
             input_tokens: result.map(|r| r.input_tokens),
             output_tokens: result.map(|r| r.output_tokens),
             cost_usd: result.map(|r| r.cost_usd).filter(|c| c.is_finite()),
-        };
+        })
+    }
+
+    fn record_attempt(&self, attempt: Attempt) -> Result<()> {
         let _lock = FileLock::acquire(&self.project.state_lock_file())?;
         let mut history = load_history(self.project)?;
         history.record(attempt);
@@ -861,6 +974,47 @@ impl<'a> Run<'a> {
         }
         self.save_status()
     }
+}
+
+/// Moves the plan file, when there is one, to
+/// `implementation_plan.json.interrupted.TIMESTAMP` (never over another
+/// file) and returns where it went: kept for the user to read, out of the
+/// way of the next run, which plans again.
+fn set_aside_draft_plan(project: &Project) -> Result<Option<std::path::PathBuf>> {
+    let _lock = FileLock::acquire(&project.state_lock_file())?;
+    let plan = project.plan_file();
+    if plan.symlink_metadata().is_err() {
+        return Ok(None);
+    }
+    let stamp = clock::now_compact();
+    let name = |n: u32| {
+        let suffix = if n == 0 { String::new() } else { format!(".{n}") };
+        plan.with_file_name(format!("implementation_plan.json.interrupted.{stamp}{suffix}"))
+    };
+    let mut draft = name(0);
+    let mut n = 0;
+    while draft.symlink_metadata().is_ok() {
+        n += 1;
+        draft = name(n);
+    }
+    std::fs::rename(&plan, &draft)
+        .map_err(|e| Error::io(&plan, "cannot set the unfinished plan aside", e))?;
+    Ok(Some(draft))
+}
+
+/// Whether `hash` names a commit of the repository at `root`
+/// (`git rev-parse --verify --quiet HASH^{commit}`).
+fn commit_exists(root: &std::path::Path, hash: &str) -> Result<bool> {
+    let status = std::process::Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["rev-parse", "--verify", "--quiet", &format!("{hash}^{{commit}}")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map_err(|e| Error::config(format!("cannot run git: {e} (rasen needs git on PATH)")))?;
+    Ok(status.success())
 }
 
 /// Claude's refusal to run bypassPermissions as root ends the run at once

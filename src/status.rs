@@ -84,13 +84,21 @@ pub struct StatusFile {
     /// commits): `total_commits` counts from here, so commits made by a
     /// session that was killed are counted too.
     pub base_commit: Option<String>,
-    /// The orchestrator's session id: a recorded agent group is signalled
-    /// after a crash only while it still lives in this session, so a
-    /// reused process-group id is never hit.
-    pub session_id: Option<i32>,
 }
 
+/// The phase of a planning session. status.json says it from before the
+/// initializer starts until its plan is accepted, so a run that died in
+/// between (kill -9, power loss) leaves it there: whatever plan is on disk
+/// then is the initializer's unfinished draft.
+pub const PHASE_PLANNING: &str = "Initializer";
+
 impl StatusFile {
+    /// Whether the run that last wrote this file was planning when it
+    /// ended, so that its plan on disk (if any) was never finished.
+    pub fn planning_unfinished(&self) -> bool {
+        self.phase.as_deref() == Some(PHASE_PLANNING)
+    }
+
     /// The status `rasen init` writes: nothing has run yet.
     pub fn initialized() -> StatusFile {
         StatusFile {
@@ -115,7 +123,6 @@ impl StatusFile {
             agent_pid: None,
             waiting_until: None,
             base_commit: None,
-            session_id: None,
         }
     }
 }
@@ -149,8 +156,7 @@ impl StateFile for StatusFile {
         status.optional("cost_usd", Kind::Number)?;
         status.optional("agent_pid", Kind::Pid)?;
         status.optional("waiting_until", Kind::Text)?;
-        status.optional("base_commit", Kind::Text)?;
-        status.optional("session_id", Kind::Pid)
+        status.optional("base_commit", Kind::Text)
     }
 
     fn version(&self) -> Option<u32> {
@@ -405,8 +411,7 @@ mod tests {
   "cost_usd": null,
   "agent_pid": null,
   "waiting_until": null,
-  "base_commit": null,
-  "session_id": null
+  "base_commit": null
 }
 "#;
 

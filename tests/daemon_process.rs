@@ -426,6 +426,56 @@ fn sighup_with_an_invalid_configuration_keeps_the_previous_one_and_runs_on() {
     assert_eq!(subtask_statuses(&p), ["completed"; 3]);
 }
 
+#[test]
+fn sighup_to_an_agent_command_that_cannot_be_found_keeps_the_previous_configuration() {
+    let mut p = Project::new("sighup-no-agent");
+    p.env("SCRIPTED_SUBTASKS", "3").env("SCRIPTED_CODER", "slow:1");
+    let daemon = init_and_start(&p);
+    wait_for_coder_session(&p, "t1");
+    // Valid YAML, but no such agent: applied, it would fail the next
+    // session (and max_iterations 2 would end the run early).
+    p.set_config("agent.command", "\"/nonexistent/agent\"")
+        .set_config("orchestrator.max_iterations", "2");
+    assert!(send_signal(daemon.0, libc::SIGHUP));
+    wait_until(DEADLINE_SECS, "the log says the configuration was kept", || {
+        log_text(&p).contains("keeping previous configuration")
+    });
+    wait_for_exit(&p, daemon.0, DEADLINE_SECS);
+
+    let log = log_text(&p);
+    let line = log.lines().find(|l| l.contains("keeping previous configuration")).unwrap();
+    assert!(line.contains("/nonexistent/agent"), "{line}");
+    let status = status_json(&p);
+    assert_eq!(get_str(&status, "status"), Some("completed"), "{log}");
+    assert_eq!(get_u64(&status, "iteration"), Some(4), "{log}");
+    assert_eq!(subtask_statuses(&p), ["completed"; 3]);
+}
+
+#[test]
+fn sighup_applies_the_rest_but_keeps_the_background_files_until_a_restart() {
+    let mut p = Project::new("sighup-background");
+    p.env("SCRIPTED_SUBTASKS", "5").env("SCRIPTED_CODER", "slow:2");
+    let daemon = init_and_start(&p);
+    wait_for_coder_session(&p, "t1");
+    p.set_config("background.log_file", "\".rasen/elsewhere.log\"")
+        .set_config("orchestrator.max_iterations", "3");
+    assert!(send_signal(daemon.0, libc::SIGHUP));
+    wait_until(DEADLINE_SECS, "the log says the configuration was reloaded", || {
+        log_text(&p).contains("configuration reloaded")
+    });
+    wait_for_exit(&p, daemon.0, DEADLINE_SECS);
+
+    let log = log_text(&p);
+    let reloaded = log.lines().find(|l| l.contains("configuration reloaded")).unwrap();
+    assert!(reloaded.contains("orchestrator.max_iterations: 100 -> 3"), "{reloaded}");
+    assert!(!reloaded.contains("background.log_file"), "it did not change: {reloaded}");
+    let kept = log.lines().find(|l| l.contains("background.log_file")).unwrap_or_default();
+    assert!(kept.contains("restart"), "the log must say a restart is needed\n{log}");
+    assert_eq!(get_str(&status_json(&p), "reason"), Some("max_iterations"), "{log}");
+    assert!(log.contains("run ended: max_iterations"), "the old log got the rest\n{log}");
+    assert!(!p.path(".rasen/elsewhere.log").exists());
+}
+
 /// `kill -SIG PID` on a daemon whose agent is mid-session.
 fn signal_stops_the_daemon_gracefully(name: &str, signal: &str) {
     let mut p = Project::new(name);

@@ -145,3 +145,20 @@ fn plan_invalid_twice_stops_the_run_with_the_error_and_keeps_the_file() {
     assert_eq!(ids, ["t1", "t1", "t1"]);
     assert!(get(&plan, "created_at").is_none(), "rasen rewrote the bad plan: {plan:?}");
 }
+
+#[test]
+fn the_later_of_blocked_and_done_decides_the_session() {
+    let mut p = project("blocked-then-done");
+    p.env("SCRIPTED_SUBTASKS", "2")
+        .env("SCRIPTED_CODER_t1", "blocked-then-done")
+        .env("SCRIPTED_CODER_t2", "done-then-blocked");
+    p.rasen(&["run"]).expect_code(1);
+
+    // t1 found its way after saying blocked: the done claim stands.
+    assert_eq!(subtask_status(&p, "t1"), "completed");
+    assert_eq!(good_commits(&p).iter().map(|(_, id)| id.as_str()).collect::<Vec<_>>(), ["t1"]);
+    // t2 took its claim back: blocked, and the run with it.
+    assert_eq!(subtask_status(&p, "t2"), "failed");
+    assert_eq!(outcomes(&p), [pair("t1", "success"), pair("t2", "blocked")]);
+    assert_eq!(get_str(&status(&p), "reason"), Some("blocked"));
+}

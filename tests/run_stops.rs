@@ -248,3 +248,34 @@ fn second_ctrl_c_skips_the_grace_for_an_agent_that_ignores_sigterm() {
     assert_eq!(outcomes(&p), [pair("t1", "interrupted")]);
     assert_no_agent_process_left(&p);
 }
+
+/// max_runtime running out between the check before a session and its
+/// start (here: the coder's prompt template is a FIFO that rasen blocks
+/// on) ends the run then, instead of starting a session with no time
+/// left, which the agent module would take for "no time limit".
+#[test]
+fn max_runtime_running_out_just_before_a_session_ends_the_run_without_it() {
+    let mut p = project("max-runtime-at-start");
+    p.set_config("orchestrator.max_runtime_seconds", "2")
+        .set_config("orchestrator.idle_timeout_seconds", "600")
+        .env("SCRIPTED_SUBTASKS", "1")
+        .env("SCRIPTED_CODER", "hang");
+    std::fs::create_dir_all(p.path(".rasen/prompts")).unwrap();
+    let fifo = p.path(".rasen/prompts/coder.md");
+    let r = p.command("mkfifo").arg(&fifo).output().unwrap();
+    assert!(r.status.success(), "mkfifo: {r:?}");
+    let began = Instant::now();
+    let run = p.spawn(&["run"]);
+    wait_for_log(&p, "subtask t1: attempt 1");
+    // The run started after `began`: once 4 s have passed since then, its
+    // 2 s are over while it waits for the template.
+    wait_until(10, "the run's 2 s of runtime to be over", || {
+        began.elapsed() > Duration::from_secs(4)
+    });
+    std::fs::write(&fifo, "Work on {subtask_id}.\n").unwrap();
+    run.wait(20).expect_code(1);
+
+    assert_ended(&p, "failed", "max_runtime");
+    assert_eq!(session_list(&p), [session("initializer", "-", "1")], "no coder session");
+    assert_eq!(get_u64(&status(&p), "iteration"), Some(1));
+}

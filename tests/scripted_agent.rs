@@ -129,6 +129,25 @@ fn invalid_once_plan_is_fixed_by_the_second_initializer_session() {
 }
 
 #[test]
+fn slow_plan_is_a_one_subtask_draft_until_the_real_plan_replaces_it() {
+    let mut p = Project::new("init-slow");
+    p.env("SCRIPTED_PLAN", "slow:2,valid").env("SCRIPTED_SUBTASKS", "3");
+    let session = Spawned::start(agent(&p, "initializer", "", "", "1"), "slow initializer");
+    wait_until(DEADLINE_SECS, "the draft plan of one subtask", || {
+        let text = p.file(".rasen/implementation_plan.json").unwrap_or_default();
+        miniserde::json::from_str::<Value>(&text).is_ok_and(|v| subtask_ids(&v) == ["t1"])
+    });
+    let r = session.wait(DEADLINE_SECS).expect_code(0);
+    assert!(r.stdout.contains("still planning: 2 s"), "{r}");
+    assert_eq!(subtask_ids(&plan(&p)), ["t1", "t2", "t3"]);
+    // The second item of the sequence: planned at once.
+    std::fs::remove_file(p.path(".rasen/implementation_plan.json")).unwrap();
+    let r = run_initializer(&p, "2").expect_code(0);
+    assert!(!r.stdout.contains("still planning"), "{r}");
+    assert_eq!(subtask_ids(&plan(&p)), ["t1", "t2", "t3"]);
+}
+
+#[test]
 fn done_commits_and_claims_done_with_evidence() {
     let p = Project::new("coder-done");
     assert_eq!(p.git_commit_count(), 1);
