@@ -450,7 +450,10 @@ impl<'a> Run<'a> {
             stop_grace: Duration::from_secs(self.config.agent.stop_grace_seconds),
             log_prefix: "verify".to_string(),
         };
-        let report = agent::run_session(&request, &mut |_| {})?;
+        let phase = self.status.phase.replace(format!("Verify: {command}"));
+        let report = self.run_watched(&request);
+        self.status.phase = phase;
+        let report = report?;
         let failed = match report.end {
             SessionEnd::Exited(0) => return Ok(None),
             SessionEnd::Exited(code) => format!("exit {code}"),
@@ -699,12 +702,33 @@ impl<'a> Run<'a> {
         let mut request = self.session_request(role, subtask, attempt, iteration, prompt)?;
         request.session_timeout = request.session_timeout.min(runtime_left);
         log(&format!("session {iteration}: {} started", role.name()));
+        let report = self.run_watched(&request)?;
+        self.add_usage(&report);
+        log(&format!(
+            "session {iteration}: {} ended ({}) after {}, {} bytes of output",
+            role.name(),
+            describe_end(&report.end),
+            clock::duration(report.duration.as_secs() as i64),
+            report.output_bytes
+        ));
+        for event in report.events.iter().filter(|e| !e.is_known()) {
+            log(&format!("ignored event with unknown topic \"{}\"", event.topic));
+        }
+        self.save_status()?;
+        Ok(Some(report))
+    }
+
+    /// Runs a session (an agent's, or a verify command's) with status.json
+    /// following it: the PID to stop while it runs (`stop --force`, crash
+    /// cleanup), and now and then its last activity and commits.
+    fn run_watched(&mut self, request: &SessionRequest) -> Result<SessionReport> {
+        self.count_total_commits()?;
         self.save_status()?;
         let session_start = std::time::SystemTime::now();
         let project_status_path = self.project.status_file();
         let status = &mut self.status;
         let root = &self.project.root;
-        let report = agent::run_session(&request, &mut |progress| {
+        let report = agent::run_session(request, &mut |progress| {
             match progress {
                 Progress::Started(pid) => status.agent_pid = Some(pid),
                 // The agent is alive and working: say so, with its commits.
@@ -722,21 +746,10 @@ impl<'a> Run<'a> {
         if !matches!(report.end, SessionEnd::Exited(_))
             && git::remove_index_lock_since(&self.project.root, session_start)?
         {
-            log("removed .git/index.lock left by the agent's git when its session was ended");
-        }
-        self.add_usage(&report);
-        log(&format!(
-            "session {iteration}: {} ended ({}) after {}, {} bytes of output",
-            role.name(),
-            describe_end(&report.end),
-            clock::duration(report.duration.as_secs() as i64),
-            report.output_bytes
-        ));
-        for event in report.events.iter().filter(|e| !e.is_known()) {
-            log(&format!("ignored event with unknown topic \"{}\"", event.topic));
+            log("removed .git/index.lock left by a git that was killed with its session");
         }
         self.save_status()?;
-        Ok(Some(report))
+        Ok(report)
     }
 
     fn session_request(

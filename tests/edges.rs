@@ -154,3 +154,25 @@ fn inherited_descriptors_reach_neither_the_daemon_nor_the_agent() {
     }
     p.rasen(&["stop"]).expect_code(0);
 }
+
+/// A verify command rasen runs after a "done" claim is watched like an
+/// agent: status shows it (phase, PID), and `stop --force` kills it too.
+#[test]
+fn stop_force_kills_a_running_verify_command() {
+    let mut p = initialized("edge-verify-force");
+    p.set_config(
+        "backpressure.verify",
+        r#"['echo $$ >> "$SCRIPTED_DIR/verify-pid"; exec sleep 300']"#,
+    );
+    p.rasen(&["run", "--background"]).expect_code(0);
+    let pid_file = p.scripted_dir().join("verify-pid");
+    wait_until(20, "the verify command to start", || pid_file.exists());
+    let verify: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    wait_until(20, "status.json to show the verify command", || {
+        let s = p.json(".rasen/status.json");
+        get_str(&s, "phase").is_some_and(|ph| ph.starts_with("Verify: "))
+            && get_u64(&s, "agent_pid") == Some(verify as u64)
+    });
+    p.rasen(&["stop", "--force"]).expect_code(0);
+    wait_until(10, "the verify command to be gone", || process_gone(verify));
+}
