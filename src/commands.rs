@@ -37,6 +37,7 @@ status.json
 *.lock
 .*.tmp.*
 *.bak.*
+*.interrupted.*
 ";
 
 /// `rasen init --task TEXT [--force]`.
