@@ -271,7 +271,11 @@ fn start(project: Project, background: bool, options: RunOptions) -> Result<i32>
         return daemon::run_in_background(&project, |lock| {
             let code = match logger::open(&project.log_file(), false) {
                 Ok(()) => finish(orchestrator::run(&project, &options)),
-                Err(e) => finish(Err(e)),
+                Err(e) => {
+                    // stderr is the log file too: the one place left to say it.
+                    eprintln_quietly(&format!("rasen: error: {e}"));
+                    e.code
+                }
             };
             lock.release();
             code
@@ -291,14 +295,12 @@ fn run_in_foreground(project: &Project, lock: &RunLock, options: &RunOptions) ->
     orchestrator::run(project, options).map(|ending| ending.exit_code())
 }
 
-/// The daemon's exit code; its errors can only go to the log.
+/// The daemon's exit code. Its errors are in the log already: the loop
+/// logs how every run ended ("run ended: error: …").
 fn finish(result: Result<orchestrator::Ending>) -> i32 {
     match result {
         Ok(ending) => ending.exit_code(),
-        Err(e) => {
-            logger::line(&format!("error: {e}"));
-            e.code
-        }
+        Err(e) => e.code,
     }
 }
 
@@ -337,6 +339,11 @@ pub fn logs(dir: &Path, lines: usize, follow: bool) -> Result<i32> {
 pub fn stop(dir: &Path, force: bool, timeout_seconds: u64) -> Result<i32> {
     let project = Project::open_despite_config(dir, "stop")?;
     stop::stop(&project, force, Duration::from_secs(timeout_seconds))
+}
+
+/// Writes a line to stderr, ignoring failure (there is nowhere else).
+fn eprintln_quietly(text: &str) {
+    let _ = writeln!(std::io::stderr(), "{text}");
 }
 
 /// Prints to stdout; a closed pipe (`rasen status | head -1`) is not an
