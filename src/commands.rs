@@ -4,7 +4,6 @@
 //! printed, so `main` prints each once.
 
 use std::io::Write;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -112,13 +111,7 @@ fn looks_like_a_file_name(arg: &str) -> bool {
 
 fn create_rasen_dir(project: &Project) -> Result<()> {
     let dir = project.rasen_dir();
-    // 0755 at most whatever the umask: whoever may write in .rasen/ may
-    // replace the state files and the PID file.
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(&dir)
-        .map_err(|e| Error::io(&dir, "cannot create", e))?;
+    store::create_dir(&dir)?;
     let gitignore = dir.join(".gitignore");
     if !gitignore.exists() {
         store::write_atomically(&gitignore, RASEN_GITIGNORE.as_bytes(), 0o644)?;

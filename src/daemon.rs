@@ -24,7 +24,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -265,11 +265,7 @@ fn read_readiness(ready: OwnedFd) -> Readiness {
 /// orchestrator invisible and let a second one start.
 fn open_rasen_dir(project: &Project) -> Result<File> {
     let dir = project.rasen_dir();
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(&dir)
-        .map_err(|e| Error::io(&dir, "cannot create", e))?;
+    store::create_dir(&dir)?;
     OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)

@@ -10,7 +10,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -39,11 +39,7 @@ pub fn open(path: &Path, echo: bool) -> Result<()> {
 pub fn open_for_append(path: &Path) -> Result<File> {
     // A log moved elsewhere by `background.log_file` may need its directory.
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(dir)
-            .map_err(|e| Error::io(dir, "cannot create the log's directory", e))?;
+        crate::store::create_dir(dir)?;
     }
     OpenOptions::new()
         .create(true)

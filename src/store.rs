@@ -132,6 +132,18 @@ pub fn save<T: StateFile>(path: &Path, value: &T) -> Result<()> {
 /// between threads.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// Creates directory `dir` (and its parents) with mode 0755 at most,
+/// whatever the umask: whoever may write in `.rasen/` may replace the
+/// state files and the PID file.
+pub fn create_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|e| Error::io(dir, "cannot create the directory", e))
+}
+
 /// Replaces `path` with `bytes` so that every reader, and every instant of
 /// a crash, sees either the old or the new content: a new temp file in the
 /// same directory, written and fsynced, renamed over `path`, then the
