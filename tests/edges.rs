@@ -176,3 +176,23 @@ fn stop_force_kills_a_running_verify_command() {
     p.rasen(&["stop", "--force"]).expect_code(0);
     wait_until(10, "the verify command to be gone", || process_gone(verify));
 }
+
+/// Command-line flags are the last layer of configuration: with review and
+/// QA enabled in rasen.yml the log says once that this version has no such
+/// loops; `--skip-review --skip-qa` turn them off, and the note with them.
+#[test]
+fn skip_flags_override_the_configuration() {
+    const NOTE: &str = "review and QA loops are not available in this version";
+    let mut p = initialized("edge-skip-flags");
+    p.set_config("review.enabled", "true").set_config("qa.enabled", "true");
+    p.rasen(&["run"]).expect_code(0);
+    let log = p.file(".rasen/rasen.log").unwrap_or_default();
+    assert_eq!(log.matches(NOTE).count(), 1, "{log}");
+
+    let mut p = initialized("edge-skip-flags-2");
+    p.set_config("review.enabled", "true").set_config("qa.enabled", "true");
+    p.rasen(&["run", "--skip-review", "--skip-qa"]).expect_code(0);
+    let log = p.file(".rasen/rasen.log").unwrap_or_default();
+    assert!(!log.contains(NOTE), "{log}");
+    assert!(log.contains("run ended: completed"), "{log}");
+}
