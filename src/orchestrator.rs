@@ -183,6 +183,18 @@ impl<'a> Run<'a> {
         // Iterations, tokens and cost are per task: a restart never resets
         // them, so limits cannot be bypassed by resuming.
         status.iteration = status.iteration.max(history.attempts.len() as u64);
+        // status.json is a runtime file (git clean -X removes it); the
+        // history keeps every coder session's usage, a floor for the totals.
+        let (tokens, cost) = history.attempts.iter().fold((0, 0.0), |(t, c), a| {
+            let used = a.input_tokens.unwrap_or(0) + a.output_tokens.unwrap_or(0);
+            (t + used, c + a.cost_usd.unwrap_or(0.0))
+        });
+        if tokens > status.tokens.unwrap_or(0) {
+            status.tokens = Some(tokens);
+        }
+        if cost > status.cost_usd.unwrap_or(0.0) && cost.is_finite() {
+            status.cost_usd = Some(cost);
+        }
         status.status = RunState::Running;
         status.reason = None;
         status.last_error = None;

@@ -135,3 +135,21 @@ fn claude_refusing_root_stops_the_run_at_once_with_what_to_do() {
     assert_eq!(get_u64(&s, "iteration"), Some(1));
     assert_eq!(p.file(".rasen/implementation_plan.json"), None);
 }
+
+/// Tokens and cost count for the whole task even if status.json, a
+/// runtime file, is deleted between runs (`git clean -X`): the attempt
+/// history, which keeps every coder session's usage, is their floor.
+#[test]
+fn totals_survive_a_deleted_status_file_through_the_history() {
+    let mut p = claude_project("claude-totals", "success");
+    p.env("SCRIPTED_SUBTASKS", "2").env("SCRIPTED_CODER_t2", "no-commit,done");
+    p.set_config("stall_detection.max_no_commit_sessions", "1");
+    p.rasen(&["run"]).expect_code(1); // t1 done, t2 without a commit: stalled
+    std::fs::remove_file(p.path(".rasen/status.json")).unwrap();
+    p.rasen(&["resume"]).expect_code(0);
+
+    let history_cost: f64 = attempts(&p).iter().filter_map(|a| get_f64(a, "cost_usd")).sum();
+    assert_eq!(attempts(&p).len(), 3, "t1, t2 (no commit), t2");
+    let cost = get_f64(&status(&p), "cost_usd").expect("cost_usd");
+    assert!(cost >= history_cost - 1e-9, "cost {cost} lost the history's {history_cost}");
+}
