@@ -28,13 +28,16 @@ use crate::{process, stop};
 /// something while a run is alive. The task, plan, history and memories
 /// are worth committing.
 const RASEN_GITIGNORE: &str = "\
-# Written by rasen: runtime-only files. task.txt, implementation_plan.json,
-# attempt_history.json, good_commits.json and memories.md are worth keeping.
+# Written by rasen. task.txt, implementation_plan.json, attempt_history.json,
+# good_commits.json and memories.md are worth keeping in git.
+# Runtime-only files:
 rasen.pid
 rasen.log
 status.json
 *.lock
 .*.tmp.*
+# Kept on disk for you, but not worth committing: the backups of
+# 'init --force' and plans set aside from interrupted planning sessions.
 *.bak.*
 *.interrupted.*
 ";
@@ -303,8 +306,15 @@ pub fn status(dir: &Path, json: bool) -> Result<i32> {
     let liveness = daemon::liveness(&project)?;
     let mut file = store::load::<StatusFile>(&project.user_path(&project.status_file()))?;
     if file.is_none() && project.task_file().exists() {
-        // status.json is a runtime file and may be gone; the task is not.
-        file = Some(StatusFile::initialized());
+        // status.json is a runtime file and may be gone (`git clean -fX`);
+        // the task and the plan are not: show what they say.
+        let mut initialized = StatusFile::initialized();
+        if let Ok(Some(plan)) = store::load::<Plan>(&project.plan_file()) {
+            let (done, total) = plan.progress();
+            (initialized.completed_subtasks, initialized.total_subtasks) =
+                (done as u64, total as u64);
+        }
+        file = Some(initialized);
     }
     let report = status::Report::new(file, liveness, clock::now_secs());
     let reused = report.stale_pid().and_then(process::info).is_some_and(|p| p.state != 'Z');

@@ -10,17 +10,25 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::clock;
 use crate::error::{Error, Result};
 
 struct Logger {
     file: File,
+    path: PathBuf,
     echo: bool,
+    /// When the path was last compared with the open file.
+    checked: Instant,
 }
+
+/// How often the log's path is compared with the file rasen writes to.
+const REOPEN_CHECK: Duration = Duration::from_secs(1);
 
 static LOGGER: Mutex<Option<Logger>> = Mutex::new(None);
 
@@ -29,13 +37,13 @@ static LOGGER: Mutex<Option<Logger>> = Mutex::new(None);
 pub fn open(path: &Path, echo: bool) -> Result<()> {
     let file = open_for_append(path)?;
     if let Ok(mut slot) = LOGGER.lock() {
-        *slot = Some(Logger { file, echo });
+        *slot = Some(Logger { file, path: path.to_path_buf(), echo, checked: Instant::now() });
     }
     Ok(())
 }
 
 /// Opens `path` for appending the way every log writer must: create with
-/// 0644, append, and never through a symlink.
+/// 0600, append, and never through a symlink.
 pub fn open_for_append(path: &Path) -> Result<File> {
     // A log moved elsewhere by `background.log_file` may need its directory.
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
@@ -64,6 +72,28 @@ pub fn agent_line(prefix: &str, text: &str) {
     write_text(&text);
 }
 
+impl Logger {
+    /// A log deleted (`git clean -fX`) or moved away (logrotate without
+    /// `copytruncate`) under a running daemon would swallow every later
+    /// line; at most once a second, the path is compared with the open
+    /// file and, when they differ, reopened (created anew).
+    fn reopen_if_replaced(&mut self) {
+        if self.checked.elapsed() < REOPEN_CHECK {
+            return;
+        }
+        self.checked = Instant::now();
+        let same = match (std::fs::metadata(&self.path), self.file.metadata()) {
+            (Ok(at_path), Ok(open)) => at_path.dev() == open.dev() && at_path.ino() == open.ino(),
+            _ => false,
+        };
+        if !same {
+            if let Ok(file) = open_for_append(&self.path) {
+                self.file = file;
+            }
+        }
+    }
+}
+
 fn write_text(text: &str) {
     let mut guard = match LOGGER.lock() {
         Ok(guard) => guard,
@@ -71,6 +101,7 @@ fn write_text(text: &str) {
     };
     match guard.as_mut() {
         Some(logger) => {
+            logger.reopen_if_replaced();
             let written = logger.file.write_all(text.as_bytes()).is_ok();
             if logger.echo || !written {
                 let mut out = std::io::stdout().lock();

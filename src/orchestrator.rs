@@ -17,6 +17,7 @@
 //! every decision is one log line. This module decides; the modules it
 //! calls do the work (agent sessions, git, files).
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::agent::{self, OutputFormat, Progress, SessionEnd, SessionReport, SessionRequest};
@@ -738,6 +739,7 @@ impl<'a> Run<'a> {
         self.save_status()?;
         let session_start = std::time::SystemTime::now();
         let project_status_path = self.project.status_file();
+        let pid_path = self.project.pid_file();
         let status = &mut self.status;
         let root = &self.project.root;
         let report = agent::run_session(request, &mut |progress| {
@@ -752,6 +754,7 @@ impl<'a> Run<'a> {
                 }
             }
             status.last_activity = Some(clock::now_iso());
+            restore_pid_file(&pid_path);
             let _ = store::save(&project_status_path, status);
         })?;
         self.status.agent_pid = None;
@@ -963,6 +966,7 @@ impl<'a> Run<'a> {
 
     fn save_status(&mut self) -> Result<()> {
         self.status.last_activity = Some(clock::now_iso());
+        restore_pid_file(&self.project.pid_file());
         store::save(&self.project.status_file(), &self.status)
     }
 
@@ -1051,6 +1055,16 @@ fn check_root_refusal(report: &SessionReport) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The PID file is a label for people and for systemd's `PIDFile=`; if it
+/// was deleted under a running orchestrator (`git clean -fX`), write it
+/// again. Only the run lock's holder runs the loop that calls this.
+fn restore_pid_file(path: &Path) {
+    if std::fs::symlink_metadata(path).is_err() {
+        let _ =
+            store::write_atomically(path, format!("{}\n", crate::sys::getpid()).as_bytes(), 0o644);
+    }
 }
 
 fn load_history(project: &Project) -> Result<AttemptHistory> {

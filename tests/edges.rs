@@ -91,6 +91,12 @@ fn git_clean_does_not_make_a_running_daemon_invisible() {
     assert!(r.stdout.contains(&format!("PID: {daemon}")), "{r}");
     let r = p.rasen(&["run", "--background"]).expect_code(1);
     assert!(r.stderr.contains(&format!("already running with PID {daemon}")), "{r}");
+    // The daemon notices: it writes its PID file again, and its log lines
+    // go to a new log file instead of the deleted one.
+    wait_until(20, "the PID file to be written again", || p.daemon_pid() == Some(daemon));
+    wait_until(20, "the log to be written again", || {
+        p.file(".rasen/rasen.log").is_some_and(|log| log.contains("slow work on t1"))
+    });
     let r = p.rasen(&["stop"]).expect_code(0);
     assert!(r.stdout.contains("Daemon stopped successfully"), "{r}");
     assert!(process_gone(daemon));
