@@ -264,15 +264,8 @@ fn check_agent_command(project: &Project) -> Result<()> {
 /// Runs the loop here or as a daemon, with the run lock held throughout.
 fn start(project: Project, background: bool, options: RunOptions) -> Result<i32> {
     if background {
-        return daemon::run_in_background(&project, |lock| {
-            let code = match logger::open(&project.log_file(), false) {
-                Ok(()) => finish(orchestrator::run(&project, &options)),
-                Err(e) => {
-                    // stderr is the log file too: the one place left to say it.
-                    eprintln_quietly(&format!("rasen: error: {e}"));
-                    e.code
-                }
-            };
+        return daemon::run_in_background(&project, |lock, ready| {
+            let code = run_as_daemon(&project, &options, ready);
             lock.release();
             code
         });
@@ -288,15 +281,32 @@ fn run_in_foreground(project: &Project, lock: &RunLock, options: &RunOptions) ->
     signals::install()
         .map_err(|e| Error::failed(format!("cannot install signal handlers: {e}")))?;
     lock.write_pid_file()?;
-    orchestrator::run(project, options).map(|ending| ending.exit_code())
+    orchestrator::run(project, options, &mut || {}).map(|ending| ending.exit_code())
 }
 
-/// The daemon's exit code. Its errors are in the log already: the loop
-/// logs how every run ended ("run ended: error: …").
-fn finish(result: Result<orchestrator::Ending>) -> i32 {
+/// The daemon's body: the loop, telling the waiting `run --background`
+/// once it has started, or why it could not (so that the error reaches the
+/// terminal). Returns the exit code; later errors are in the log, where
+/// the loop says how every run ended.
+fn run_as_daemon(project: &Project, options: &RunOptions, ready: daemon::Ready) -> i32 {
+    if let Err(e) = logger::open(&project.log_file(), false) {
+        ready.failed(&e.message);
+        return e.code;
+    }
+    let mut ready = Some(ready);
+    let result = orchestrator::run(project, options, &mut || {
+        if let Some(ready) = ready.take() {
+            ready.started();
+        }
+    });
     match result {
         Ok(ending) => ending.exit_code(),
-        Err(e) => e.code,
+        Err(e) => {
+            if let Some(ready) = ready.take() {
+                ready.failed(&e.message);
+            }
+            e.code
+        }
     }
 }
 
@@ -342,11 +352,6 @@ pub fn logs(dir: &Path, lines: usize, follow: bool) -> Result<i32> {
 pub fn stop(dir: &Path, force: bool, timeout_seconds: u64) -> Result<i32> {
     let project = Project::open_despite_config(dir, "stop")?;
     stop::stop(&project, force, Duration::from_secs(timeout_seconds))
-}
-
-/// Writes a line to stderr, ignoring failure (there is nowhere else).
-fn eprintln_quietly(text: &str) {
-    let _ = writeln!(std::io::stderr(), "{text}");
 }
 
 /// Prints to stdout; a closed pipe (`rasen status | head -1`) is not an

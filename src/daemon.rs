@@ -15,8 +15,9 @@
 //! `become_daemon`: fork, setsid, fork again (so the daemon is not a session
 //! leader and can never reacquire a terminal), stdin from /dev/null,
 //! stdout/stderr appended to the log, umask without group/world write, lock,
-//! PID file, signal handlers — and only then "ready" is written to a pipe on
-//! which the original process waits. That process prints `Daemon started
+//! PID file, signal handlers, the loop's start (state loaded, status.json
+//! saying running) — and only then "ready" is written to a pipe on which
+//! the original process waits. That process prints `Daemon started
 //! with PID N` and exits 0 only after reading it; any failure on the way is
 //! sent through the same pipe and printed by it, so errors reach the
 //! terminal. No sleep-and-hope anywhere.
@@ -154,7 +155,10 @@ pub fn read_pid_file(path: &Path) -> Option<i32> {
 /// Starts `body` as a daemon and reports in the calling process: returns
 /// the exit code for the caller (0 once the daemon said it is ready). In
 /// the daemon itself this never returns: it exits with `body`'s code.
-pub fn run_in_background(project: &Project, body: impl FnOnce(RunLock) -> i32) -> Result<i32> {
+pub fn run_in_background(
+    project: &Project,
+    body: impl FnOnce(RunLock, Ready) -> i32,
+) -> Result<i32> {
     say!(
         "Starting daemon... (PID file: {}, log: {})",
         project.show(&project.pid_file()),
@@ -190,7 +194,11 @@ pub fn run_in_background(project: &Project, body: impl FnOnce(RunLock) -> i32) -
 }
 
 /// The daemon side, from the first child on. Returns the exit code.
-fn become_daemon(project: &Project, ready: OwnedFd, body: impl FnOnce(RunLock) -> i32) -> i32 {
+fn become_daemon(
+    project: &Project,
+    ready: OwnedFd,
+    body: impl FnOnce(RunLock, Ready) -> i32,
+) -> i32 {
     let mut ready = File::from(ready);
     if let Err(e) = sys::setsid() {
         return report_failure(&mut ready, &format!("setsid failed: {e}"));
@@ -205,9 +213,23 @@ fn become_daemon(project: &Project, ready: OwnedFd, body: impl FnOnce(RunLock) -
         Ok(lock) => lock,
         Err(e) => return report_failure(&mut ready, &e.message),
     };
-    let _ = writeln!(ready, "ready {}", sys::getpid());
-    drop(ready); // EOF for the waiting parent
-    body(lock)
+    body(lock, Ready(ready))
+}
+
+/// The daemon's word to the process waiting for it: given once the loop
+/// has started (its state loaded, status.json saying running), or the
+/// error that stopped it first. Dropped unused, the waiting process hears
+/// nothing and says so.
+pub struct Ready(File);
+
+impl Ready {
+    pub fn started(mut self) {
+        let _ = writeln!(self.0, "ready {}", sys::getpid());
+    }
+
+    pub fn failed(mut self, message: &str) {
+        report_failure(&mut self.0, message);
+    }
 }
 
 /// Everything between the second fork and "ready", in order.

@@ -97,7 +97,9 @@ impl Ending {
 }
 
 /// Runs the loop until it ends; `status.json` says how it ended.
-pub fn run(project: &Project, options: &RunOptions) -> Result<Ending> {
+/// `started` is called once the run has started (state loaded, status.json
+/// saying running): a daemon tells its waiting parent then.
+pub fn run(project: &Project, options: &RunOptions, started: &mut dyn FnMut()) -> Result<Ending> {
     let mut run = match Run::start(project, *options) {
         Ok(run) => run,
         Err(e) => {
@@ -105,6 +107,7 @@ pub fn run(project: &Project, options: &RunOptions) -> Result<Ending> {
             return Err(e);
         }
     };
+    started();
     let result = run.loop_until_end();
     run.finish(&result)?;
     result

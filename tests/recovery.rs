@@ -251,4 +251,11 @@ fn run_that_fails_to_start_says_so_in_status() {
     assert_eq!(get_str(&s, "reason"), Some("error"), "{s:?}");
     assert!(get_str(&s, "last_error").is_some_and(|e| e.contains("task")), "{s:?}");
     assert_eq!(p.daemon_pid(), None);
+
+    // In the background the error reaches the terminal too: the daemon
+    // reports ready only once its loop has started.
+    let r = p.rasen(&["run", "--background"]).expect_code(1);
+    assert!(r.stderr.contains("task"), "{r}");
+    assert!(!r.stdout.contains("Daemon started"), "{r}");
+    assert_eq!(p.daemon_pid(), None);
 }
