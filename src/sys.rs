@@ -79,9 +79,10 @@ pub enum Fork {
 
 /// Forks. Only call this while the process has a single thread.
 pub fn fork() -> io::Result<Fork> {
-    // SAFETY: rasen forks only before it starts any thread (daemonize runs
-    // first thing in `run --background`), so the child's memory is
-    // consistent. The child only continues rasen's own single-threaded code.
+    // SAFETY: rasen never starts a thread (git and the agent are child
+    // processes, and waiting is done with poll), so the process is
+    // single-threaded whenever it forks and the child's memory, locks
+    // included, is consistent. The child continues rasen's own code.
     match cvt(unsafe { libc::fork() })? {
         0 => Ok(Fork::Child),
         pid => Ok(Fork::Parent(pid)),
