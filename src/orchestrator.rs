@@ -498,7 +498,7 @@ impl<'a> Run<'a> {
     /// Why a session that made no claim failed, with the tail of its output.
     fn failure_reason(&self, report: &SessionReport) -> String {
         let what = match (&report.result, &report.end) {
-            (Some(result), _) if result.is_error || result.subtype != "success" => {
+            (Some(result), _) if result.failed() => {
                 format!(
                     "the agent reported an error ({}): {}",
                     result.subtype,
@@ -546,19 +546,7 @@ impl<'a> Run<'a> {
                 log(&format!("subtask {id}: interrupted; it stays in_progress and is retried first on resume"));
                 return Ok(Some(self.stopped_ending()));
             }
-            Verdict::UsageLimit(limit) => {
-                self.status.waiting_until = limit.resets_at.map(clock::format_iso);
-                let until =
-                    self.status.waiting_until.clone().unwrap_or_else(|| "an unknown time".into());
-                log(&format!(
-                    "usage limit reached ({}); it resets at {until}",
-                    one_line(&limit.message)
-                ));
-                return Ok(Some(Ending::new(
-                    Reason::UsageLimit,
-                    format!("usage limit reached; resets at {until}"),
-                )));
-            }
+            Verdict::UsageLimit(limit) => return Ok(Some(self.usage_limit_ending(&limit))),
             Verdict::Refused(why) | Verdict::Failed(why) | Verdict::Timeout(why) => {
                 self.consecutive_failures += 1;
                 log(&format!("subtask {id}: not completed: {}", summary(&why)));
@@ -816,19 +804,22 @@ impl<'a> Run<'a> {
         })
     }
 
+    /// A usage limit ends the run (waiting it out is not in this version),
+    /// with the reset time in status.json when the agent said it.
+    fn usage_limit_ending(&mut self, limit: &claude::UsageLimit) -> Ending {
+        self.status.waiting_until = limit.resets_at.map(clock::format_iso);
+        let until = self.status.waiting_until.clone().unwrap_or_else(|| "an unknown time".into());
+        log(&format!("usage limit reached ({}); it resets at {until}", one_line(&limit.message)));
+        Ending::new(Reason::UsageLimit, format!("usage limit reached; resets at {until}"))
+    }
+
     /// After an initializer session: a shutdown or usage limit ends the run.
     fn interrupted_or_limited(&mut self, report: &SessionReport) -> Result<Option<Ending>> {
         if matches!(report.end, SessionEnd::Shutdown) {
             return Ok(Some(self.stopped_ending()));
         }
         if let Some(limit) = &report.usage_limit {
-            self.status.waiting_until = limit.resets_at.map(clock::format_iso);
-            let until =
-                self.status.waiting_until.clone().unwrap_or_else(|| "an unknown time".into());
-            return Ok(Some(Ending::new(
-                Reason::UsageLimit,
-                format!("usage limit reached; resets at {until}"),
-            )));
+            return Ok(Some(self.usage_limit_ending(limit)));
         }
         check_root_refusal(report)?;
         Ok(None)
