@@ -341,6 +341,10 @@ pub fn logs(dir: &Path, lines: usize, follow: bool) -> Result<i32> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if follow {
+        // Ctrl-C ends the follower quietly (exit 0), whatever disposition
+        // of SIGINT rasen inherited.
+        signals::install()
+            .map_err(|e| Error::failed(format!("cannot install signal handlers: {e}")))?;
         logs::follow(&path, lines, &mut out)?;
     } else {
         logs::print_last_lines(&path, lines, &mut out)?;
