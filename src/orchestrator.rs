@@ -292,6 +292,18 @@ impl<'a> Run<'a> {
                 }
                 return Ok(Err(ending));
             }
+            if matches!(report.end, SessionEnd::IdleTimeout | SessionEnd::SessionTimeout) {
+                // Cut off by a timeout: whatever plan it wrote is a draft too.
+                set_aside_draft_plan(self.project)?;
+                plan_error = format!(
+                    "your previous planning session was ended by a timeout ({}) before it finished; \
+                     write the plan early and keep it small",
+                    describe_end(&report.end)
+                );
+                log(&format!("plan rejected: {plan_error}"));
+                self.pause_between_sessions();
+                continue;
+            }
             match self.read_new_plan() {
                 Ok(plan) => {
                     log(&format!(
@@ -311,7 +323,7 @@ impl<'a> Run<'a> {
             self.pause_between_sessions();
         }
         Err(Error::state(format!(
-            "the initializer's plan is invalid after a second try: {plan_error} (the file was left as written; fix it or remove it and run again)"
+            "the initializer did not produce a valid plan in two sessions: {plan_error} (a plan file it wrote is left as it was; fix it or remove it and run again)"
         )))
     }
 

@@ -259,3 +259,20 @@ fn run_that_fails_to_start_says_so_in_status() {
     assert!(!r.stdout.contains("Daemon started"), "{r}");
     assert_eq!(p.daemon_pid(), None);
 }
+
+/// A planning session cut off by its session timeout wrote, at most, a
+/// draft: it is set aside, and the next initializer session is told why
+/// and plans again within the same run.
+#[test]
+fn planning_cut_off_by_a_timeout_is_a_draft_and_planning_goes_on() {
+    let mut p = slow_planning_project("plan-timeout");
+    p.set_config("orchestrator.session_timeout_seconds", "2");
+    p.rasen(&["run"]).expect_code(0);
+    assert_eq!(drafts(&p).len(), 1, "the timed-out draft is kept aside");
+    let sessions = session_list(&p);
+    assert_eq!(sessions[0], session("initializer", "-", "1"));
+    assert_eq!(sessions[1], session("initializer", "-", "2"));
+    let second_prompt = std::fs::read_to_string(p.scripted_dir().join("prompt-2.txt")).unwrap();
+    assert!(second_prompt.contains("ended by a timeout"), "{second_prompt}");
+    assert_eq!(subtask_ids(&p.json(".rasen/implementation_plan.json")), ["t1", "t2", "t3"]);
+}
