@@ -97,26 +97,8 @@ impl Checker<'_> {
                 }
             }
             self.value()?;
-            self.skip_whitespace();
-            match self.peek() {
-                Some(b',') => {
-                    let comma = self.pos;
-                    self.pos += 1;
-                    self.skip_whitespace();
-                    if self.peek() == Some(b'}') {
-                        return self.error_at(comma, "trailing comma before '}'".to_string());
-                    }
-                }
-                Some(b'}') => {
-                    self.pos += 1;
-                    return self.leave();
-                }
-                None => return self.truncated("an object"),
-                Some(_) => {
-                    let found = self.describe_here();
-                    return self
-                        .error(format!("expected ',' or '}}' after a field, found {found}"));
-                }
+            if self.end_of_item(b'}', "an object", "a field")? {
+                return self.leave();
             }
         }
     }
@@ -131,25 +113,37 @@ impl Checker<'_> {
         }
         loop {
             self.value()?;
-            self.skip_whitespace();
-            match self.peek() {
-                Some(b',') => {
-                    let comma = self.pos;
-                    self.pos += 1;
-                    self.skip_whitespace();
-                    if self.peek() == Some(b']') {
-                        return self.error_at(comma, "trailing comma before ']'".to_string());
-                    }
+            if self.end_of_item(b']', "a list", "an item")? {
+                return self.leave();
+            }
+        }
+    }
+
+    /// After a field of an object or an item of a list: a comma (not
+    /// followed by `close`) means another comes (`false`); `close` ends the
+    /// container (`true`); anything else is an error naming what was found.
+    fn end_of_item(&mut self, close: u8, container: &str, item: &str) -> Result<bool, SyntaxError> {
+        let close_char = char::from(close);
+        self.skip_whitespace();
+        match self.peek() {
+            Some(b',') => {
+                let comma = self.pos;
+                self.pos += 1;
+                self.skip_whitespace();
+                if self.peek() == Some(close) {
+                    self.error_at(comma, format!("trailing comma before '{close_char}'"))?;
                 }
-                Some(b']') => {
-                    self.pos += 1;
-                    return self.leave();
-                }
-                None => return self.truncated("a list"),
-                Some(_) => {
-                    let found = self.describe_here();
-                    return self.error(format!("expected ',' or ']' after an item, found {found}"));
-                }
+                Ok(false)
+            }
+            Some(c) if c == close => {
+                self.pos += 1;
+                Ok(true)
+            }
+            None => self.truncated(container).map(|()| false),
+            Some(_) => {
+                let found = self.describe_here();
+                self.error(format!("expected ',' or '{close_char}' after {item}, found {found}"))
+                    .map(|()| false)
             }
         }
     }
