@@ -106,15 +106,8 @@ fn claude_rate_limit_ends_the_run_as_usage_limit_with_the_reset_time() {
     p.rasen(&["run"]).expect_code(1);
     let after = now_epoch();
 
-    let s = status(&p);
-    assert_eq!(get_str(&s, "reason"), Some("usage_limit"));
-    let until = get_str(&s, "waiting_until").expect("waiting_until in status.json");
-    let until = iso_to_epoch(until).unwrap_or_else(|| panic!("waiting_until {until:?}"));
     // resetsAt of the rejected rate_limit_event, not a guess from the text.
-    assert!(
-        before + 5400 <= until && until <= after + 5400,
-        "reset {until}, ran {before}..{after}"
-    );
+    assert_usage_limit_resets_after(&p, 5400, before, after);
     assert_eq!(outcomes(&p), [pair("t1", "usage_limit")]);
     assert_eq!(subtask_status(&p, "t1"), "in_progress");
     assert_eq!(claude_argvs(&p).len(), 2, "no session after the limit");

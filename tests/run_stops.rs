@@ -119,14 +119,7 @@ fn usage_limit_ends_the_run_with_the_reset_time_in_status() {
     p.rasen(&["run"]).expect_code(1);
     let after = now_epoch();
 
-    let s = status(&p);
-    assert_eq!(get_str(&s, "reason"), Some("usage_limit"));
-    let until = get_str(&s, "waiting_until").expect("waiting_until in status.json");
-    let until = iso_to_epoch(until).unwrap_or_else(|| panic!("waiting_until {until:?}"));
-    assert!(
-        before + 7200 <= until && until <= after + 7200,
-        "reset at {until}, ran {before}..{after}"
-    );
+    assert_usage_limit_resets_after(&p, 7200, before, after);
     assert_eq!(outcomes(&p), [pair("t1", "usage_limit")]);
     // Not the subtask's fault: it is neither failed nor counted as done.
     assert_eq!(subtask_status(&p, "t1"), "in_progress");

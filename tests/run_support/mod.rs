@@ -155,6 +155,20 @@ pub fn now_epoch() -> i64 {
 
 /// "2026-01-27T18:45:00Z" as seconds since the epoch; None unless it has
 /// exactly that shape.
+/// The run ended with reason usage_limit and status.json's waiting_until
+/// is `reset_secs` after the run (which lasted from `before` to `after`):
+/// the reset time the agent reported, not a guess.
+pub fn assert_usage_limit_resets_after(p: &Project, reset_secs: i64, before: i64, after: i64) {
+    let s = status(p);
+    assert_eq!(get_str(&s, "reason"), Some("usage_limit"));
+    let until = get_str(&s, "waiting_until").expect("waiting_until in status.json");
+    let until = iso_to_epoch(until).unwrap_or_else(|| panic!("waiting_until {until:?}"));
+    assert!(
+        before + reset_secs <= until && until <= after + reset_secs,
+        "reset at {until}, ran {before}..{after}"
+    );
+}
+
 pub fn iso_to_epoch(text: &str) -> Option<i64> {
     let b = text.as_bytes();
     let shape = b.len() == 20
