@@ -11,6 +11,7 @@ rasen=$root/target/release/rasen
 work=$(mktemp -d "${TMPDIR:-/tmp}/rasen-bench.XXXXXX")
 trap 'rasen_stop; rm -rf "$work"' EXIT
 rasen_stop() { [ -d "$work/repo/.rasen" ] && (cd "$work/repo" && "$rasen" stop --force >/dev/null 2>&1) || true; }
+. "$here/agent/scripted-project.sh"
 now_ns() { date +%s%N; }
 ms() { echo "$1" | awk '{ printf "%.2f", $1 / 1000000 }'; }
 
@@ -22,19 +23,7 @@ echo "binary size (release): $(wc -c < "$rasen") bytes"
 export SCRIPTED_DIR="$work/agent"
 mkdir -p "$SCRIPTED_DIR" "$work/repo"
 cd "$work/repo"
-git init -q && git config user.name bench && git config user.email bench@example.com
-git commit -q --allow-empty -m start
-cat > rasen.yml <<YAML
-orchestrator:
-  session_delay_seconds: 0
-agent:
-  backend: command
-  command: $here/agent/scripted-agent
-review:
-  enabled: false
-qa:
-  enabled: false
-YAML
+scripted_project bench
 "$rasen" init --task "bench" >/dev/null
 
 # Streaming throughput and daemon RSS: one subtask whose agent prints 200 MB.
@@ -43,10 +32,12 @@ export SCRIPTED_SUBTASKS=2 SCRIPTED_CODER_t1="flood:200" SCRIPTED_CODER="slow:3"
 pid=$(cat .rasen/rasen.pid)
 t0=$(now_ns)
 peak=0
-while grep -q t1 "$SCRIPTED_DIR/sessions" 2>/dev/null || true; do
+# Until t1 is completed (at most 5 minutes), sampling the daemon's RSS.
+n=0
+until grep -q '"completed_subtasks": *[1-9]' .rasen/status.json 2>/dev/null; do
   rss=$(awk '/VmRSS/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
   [ "${rss:-0}" -gt "$peak" ] && peak=$rss
-  grep -q '"completed_subtasks": *[1-9]' .rasen/status.json 2>/dev/null && break
+  n=$((n + 1)); [ $n -lt 6000 ] || { echo "bench: the flood subtask did not complete"; exit 1; }
   sleep 0.05
 done
 t1=$(now_ns)

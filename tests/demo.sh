@@ -13,6 +13,7 @@ export SCRIPTED_CODER="slow:2"             # each subtask: commit, ~2 s of work,
 mkdir -p "$SCRIPTED_DIR" "$demo/repo"
 cd "$demo/repo"
 
+. "$here/agent/scripted-project.sh"
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 wait_for() { # wait_for SECONDS COMMAND...: poll until COMMAND succeeds
   limit=$1; shift; i=0
@@ -24,19 +25,7 @@ wait_for() { # wait_for SECONDS COMMAND...: poll until COMMAND succeeds
 progress_at_least() { "$rasen" status --json | grep -q "\"completed_subtasks\": *[$1-9]"; }
 finished() { ! "$rasen" status >/dev/null; }
 
-git init -q && git config user.name demo && git config user.email demo@example.com
-git commit -q --allow-empty -m "empty project"
-cat > rasen.yml <<YAML
-orchestrator:
-  session_delay_seconds: 0
-agent:
-  backend: command
-  command: $here/agent/scripted-agent
-review:
-  enabled: false
-qa:
-  enabled: false
-YAML
+scripted_project demo
 
 step rasen init --task "Implement user authentication"
 "$rasen" init --task "Implement user authentication"
