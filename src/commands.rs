@@ -281,7 +281,7 @@ fn run_in_foreground(project: &Project, lock: &RunLock, options: &RunOptions) ->
     signals::install()
         .map_err(|e| Error::failed(format!("cannot install signal handlers: {e}")))?;
     lock.write_pid_file()?;
-    orchestrator::run(project, options, &mut || {}).map(|ending| ending.exit_code())
+    orchestrator::start(project, *options)?.run_to_end().map(|ending| ending.exit_code())
 }
 
 /// The daemon's body: the loop, telling the waiting `run --background`
@@ -293,20 +293,17 @@ fn run_as_daemon(project: &Project, options: &RunOptions, ready: daemon::Ready) 
         ready.failed(&e.message);
         return e.code;
     }
-    let mut ready = Some(ready);
-    let result = orchestrator::run(project, options, &mut || {
-        if let Some(ready) = ready.take() {
-            ready.started();
-        }
-    });
-    match result {
-        Ok(ending) => ending.exit_code(),
+    let run = match orchestrator::start(project, *options) {
+        Ok(run) => run,
         Err(e) => {
-            if let Some(ready) = ready.take() {
-                ready.failed(&e.message);
-            }
-            e.code
+            ready.failed(&e.message);
+            return e.code;
         }
+    };
+    ready.started();
+    match run.run_to_end() {
+        Ok(ending) => ending.exit_code(),
+        Err(e) => e.code,
     }
 }
 

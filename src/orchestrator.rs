@@ -96,21 +96,14 @@ impl Ending {
     }
 }
 
-/// Runs the loop until it ends; `status.json` says how it ended.
-/// `started` is called once the run has started (state loaded, status.json
-/// saying running): a daemon tells its waiting parent then.
-pub fn run(project: &Project, options: &RunOptions, started: &mut dyn FnMut()) -> Result<Ending> {
-    let mut run = match Run::start(project, *options) {
-        Ok(run) => run,
-        Err(e) => {
-            record_start_failure(project, &e);
-            return Err(e);
-        }
-    };
-    started();
-    let result = run.loop_until_end();
-    run.finish(&result)?;
-    result
+/// Starts a run: state loaded, an orphaned agent stopped, status.json
+/// saying running. A start that fails is recorded in status.json too.
+/// A daemon tells its waiting parent it is ready once this returns.
+pub fn start(project: &Project, options: RunOptions) -> Result<Run<'_>> {
+    Run::start(project, options).map_err(|e| {
+        record_start_failure(project, &e);
+        e
+    })
 }
 
 /// A run that failed to start says so in status.json, as `finish` does
@@ -135,7 +128,7 @@ fn record_start_failure(project: &Project, e: &Error) {
 
 /// The state of one run: the configuration (reloadable by SIGHUP), the
 /// in-memory copy of status.json, and the per-run counters.
-struct Run<'a> {
+pub struct Run<'a> {
     project: &'a Project,
     config: Config,
     options: RunOptions,
@@ -239,6 +232,13 @@ impl<'a> Run<'a> {
         run.count_total_commits()?;
         run.save_status()?;
         Ok(run)
+    }
+
+    /// Runs the loop until it ends; `status.json` says how it ended.
+    pub fn run_to_end(mut self) -> Result<Ending> {
+        let result = self.loop_until_end();
+        self.finish(&result)?;
+        result
     }
 
     fn loop_until_end(&mut self) -> Result<Ending> {
