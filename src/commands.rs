@@ -16,9 +16,9 @@ use crate::git;
 use crate::history::{AttemptHistory, GoodCommits};
 use crate::logger;
 use crate::logs;
-use crate::orchestrator::{self, RunOptions};
 use crate::plan::{self, Next, Plan};
 use crate::project::Project;
+use crate::run::{self, RunOptions};
 use crate::signals;
 use crate::status::{self, StatusFile};
 use crate::store;
@@ -281,7 +281,7 @@ fn run_in_foreground(project: &Project, lock: &RunLock, options: &RunOptions) ->
     signals::install()
         .map_err(|e| Error::failed(format!("cannot install signal handlers: {e}")))?;
     lock.write_pid_file()?;
-    orchestrator::start(project, *options)?.run_to_end().map(|ending| ending.exit_code())
+    run::start(project, *options)?.run_to_end().map(|ending| ending.exit_code())
 }
 
 /// The daemon's body: the loop, telling the waiting `run --background`
@@ -293,7 +293,7 @@ fn run_as_daemon(project: &Project, options: &RunOptions, ready: daemon::Ready) 
         ready.failed(&e.message);
         return e.code;
     }
-    let run = match orchestrator::start(project, *options) {
+    let run = match run::start(project, *options) {
         Ok(run) => run,
         Err(e) => {
             ready.failed(&e.message);
@@ -318,8 +318,7 @@ pub fn status(dir: &Path, json: bool) -> Result<i32> {
         let mut initialized = StatusFile::initialized();
         if let Ok(Some(plan)) = store::load::<Plan>(&project.plan_file()) {
             let (done, total) = plan.progress();
-            (initialized.completed_subtasks, initialized.total_subtasks) =
-                (done as u64, total as u64);
+            initialized.set_progress(done as u64, total as u64);
         }
         file = Some(initialized);
     }

@@ -152,6 +152,15 @@ pub fn read_pid_file(path: &Path) -> Option<i32> {
     text.trim().parse::<i32>().ok().filter(|pid| *pid > 0)
 }
 
+/// The PID file is a label for people and for systemd's `PIDFile=`; if it
+/// was deleted under a running orchestrator (`git clean -fX`), write it
+/// again. Only the run lock's holder runs the loop that calls this.
+pub fn restore_pid_file(path: &Path) {
+    if std::fs::symlink_metadata(path).is_err() {
+        let _ = store::write_atomically(path, format!("{}\n", sys::getpid()).as_bytes(), 0o644);
+    }
+}
+
 /// Starts `body` as a daemon and reports in the calling process: returns
 /// the exit code for the caller (0 once the daemon said it is ready). In
 /// the daemon itself this never returns: it exits with `body`'s code.

@@ -1,5 +1,6 @@
 //! The handful of git questions rasen asks: is this a repository, what is
-//! HEAD, how many commits since a point. Each runs `git -C ROOT …` and
+//! HEAD, does a commit exist, how many commits since a point. Every git
+//! command rasen runs is run here. Each runs `git -C ROOT …` and
 //! never changes the repository — with one exception, `remove_index_lock_since`,
 //! which clears the lock a killed agent's git left behind.
 
@@ -52,6 +53,12 @@ pub fn head(root: &Path) -> Result<Option<String>> {
             String::from_utf8_lossy(&out.stderr).trim()
         ))),
     }
+}
+
+/// Whether `hash` names a commit of the repository at `root`.
+pub fn commit_exists(root: &Path, hash: &str) -> Result<bool> {
+    let out = git(root, &["rev-parse", "--verify", "--quiet", &format!("{hash}^{{commit}}")])?;
+    Ok(out.status.success())
 }
 
 /// How many commits HEAD has that `base` has not (all of them when `base`

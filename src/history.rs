@@ -15,46 +15,25 @@ use miniserde::json::Value;
 use miniserde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::store::{Fields, Kind, StateFile};
+use crate::store::{state_words, Fields, Kind, StateFile};
 
-/// How one agent session ended, for its subtask.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    #[serde(rename = "success")]
-    Success,
-    #[serde(rename = "failure")]
-    Failure,
-    /// A "done" claim without the evidence backpressure requires.
-    #[serde(rename = "refused")]
-    Refused,
-    #[serde(rename = "blocked")]
-    Blocked,
-    /// Stopped by a shutdown signal: not the approach's fault.
-    #[serde(rename = "interrupted")]
-    Interrupted,
-    #[serde(rename = "timeout")]
-    Timeout,
-    /// The agent's usage limit: not the approach's fault either.
-    #[serde(rename = "usage_limit")]
-    UsageLimit,
+state_words! {
+    /// How one agent session ended, for its subtask.
+    pub enum Outcome {
+        Success = "success",
+        Failure = "failure",
+        /// A "done" claim without the evidence backpressure requires.
+        Refused = "refused",
+        Blocked = "blocked",
+        /// Stopped by a shutdown signal: not the approach's fault.
+        Interrupted = "interrupted",
+        Timeout = "timeout",
+        /// The agent's usage limit: not the approach's fault either.
+        UsageLimit = "usage_limit",
+    }
 }
 
 impl Outcome {
-    pub const NAMES: &'static [&'static str] =
-        &["success", "failure", "refused", "blocked", "interrupted", "timeout", "usage_limit"];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Success => "success",
-            Outcome::Failure => "failure",
-            Outcome::Refused => "refused",
-            Outcome::Blocked => "blocked",
-            Outcome::Interrupted => "interrupted",
-            Outcome::Timeout => "timeout",
-            Outcome::UsageLimit => "usage_limit",
-        }
-    }
-
     /// Whether the attempt tells the next session something about an
     /// approach that did not work. An interruption or a usage limit says
     /// nothing about the approach, so they do not count.
@@ -115,6 +94,12 @@ impl AttemptHistory {
 
     pub fn record(&mut self, attempt: Attempt) {
         self.attempts.push(attempt);
+    }
+
+    /// Commits recorded for `subtask_id` by its attempts so far.
+    pub fn commits_for(&self, subtask_id: &str) -> u64 {
+        let attempts = self.attempts.iter().filter(|a| a.subtask_id == subtask_id);
+        attempts.filter_map(|a| a.commits_made).sum()
     }
 }
 

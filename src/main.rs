@@ -24,20 +24,21 @@ mod git;
 mod history;
 mod logger;
 mod logs;
-mod orchestrator;
 mod plan;
 mod process;
 mod project;
 mod prompts;
+mod run;
 mod signals;
 mod status;
 mod stop;
 mod store;
 mod sys;
+mod text;
 mod yaml;
 
 use cli::Command;
-use orchestrator::RunOptions;
+use run::RunOptions;
 
 fn main() {
     sys::close_inherited_fds_on_exec();

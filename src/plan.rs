@@ -14,31 +14,15 @@ use miniserde::{Deserialize, Serialize};
 
 use crate::clock;
 use crate::error::Result;
-use crate::store::{self, Fields, Kind, StateFile};
+use crate::store::{self, state_words, Fields, Kind, StateFile};
 
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubtaskStatus {
-    #[serde(rename = "pending")]
-    Pending,
-    #[serde(rename = "in_progress")]
-    InProgress,
-    #[serde(rename = "completed")]
-    Completed,
-    #[serde(rename = "failed")]
-    Failed,
-}
-
-impl SubtaskStatus {
-    /// The words allowed in the file, in the order messages list them.
-    pub const NAMES: &'static [&'static str] = &["pending", "in_progress", "completed", "failed"];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SubtaskStatus::Pending => "pending",
-            SubtaskStatus::InProgress => "in_progress",
-            SubtaskStatus::Completed => "completed",
-            SubtaskStatus::Failed => "failed",
-        }
+state_words! {
+    /// Where a subtask stands.
+    pub enum SubtaskStatus {
+        Pending = "pending",
+        InProgress = "in_progress",
+        Completed = "completed",
+        Failed = "failed",
     }
 }
 

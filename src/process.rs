@@ -10,6 +10,7 @@
 //! functions find nothing and callers fall back to the process group.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::sys;
 
@@ -93,6 +94,23 @@ fn holder_in_line(line: &str, id: &str) -> Option<i32> {
         }
         _ => None,
     }
+}
+
+/// After a crash (`kill -9` of the orchestrator), its agent may still run:
+/// stop the agent's session — SIGTERM, a short grace, SIGKILL. Only called
+/// while holding the run lock, so the recorded agent is not a live run's.
+/// Returns the agent's PID when there was something to stop.
+pub fn stop_orphaned_session(agent: i32) -> Option<i32> {
+    if !session_alive(agent) {
+        return None;
+    }
+    signal_session(agent, libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while session_alive(agent) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal_session(agent, libc::SIGKILL);
+    Some(agent)
 }
 
 #[cfg(test)]

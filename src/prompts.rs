@@ -13,7 +13,12 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::config::BackpressureConfig;
 use crate::error::{Error, Result};
+use crate::history::{self, AttemptHistory};
+use crate::plan::Subtask;
+use crate::project::Project;
+use crate::text;
 
 /// Which kind of session a prompt is for; also the template's file name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,8 +84,8 @@ pub const PLACEHOLDERS: &[&str] = &[
 /// Where the initializer writes the plan, relative to the project root.
 pub const PLAN_PATH: &str = ".rasen/implementation_plan.json";
 
-/// The plan's JSON shape as the initializer must write it (the contract in
-/// DESIGN.md, without the timestamps rasen adds itself).
+/// The plan's JSON shape as the initializer must write it (without the
+/// timestamps rasen adds itself).
 pub const PLAN_SCHEMA: &str = r#"{
   "task_name": "Short name of the whole task",
   "subtasks": [
@@ -108,6 +113,94 @@ pub const PLAN_SCHEMA: &str = r#"{
     }
   ]
 }"#;
+
+/// The values a template is filled with, as `(placeholder, value)`.
+pub type Vars = Vec<(&'static str, String)>;
+
+/// The values every session's prompt shares.
+pub struct Common<'a> {
+    pub task: &'a str,
+    pub project: &'a Project,
+    /// The tail of memories.md.
+    pub memories: String,
+}
+
+impl Common<'_> {
+    fn vars(&self) -> Vars {
+        vec![
+            ("task", self.task.to_string()),
+            ("project_dir", self.project.root.display().to_string()),
+            ("plan_path", self.project.show(&self.project.plan_file())),
+            ("memories", self.memories.clone()),
+        ]
+    }
+}
+
+/// The initializer's values; `plan_error` says why the last plan was
+/// refused ("" the first time).
+pub fn initializer_vars(common: &Common, plan_error: &str) -> Vars {
+    let mut vars = common.vars();
+    vars.push(("plan_schema", PLAN_SCHEMA.to_string()));
+    vars.push(("plan_error", plan_error.to_string()));
+    vars
+}
+
+/// A coder's values for `attempt` at `subtask`, with the earlier attempts
+/// that failed and the evidence its done claim must carry.
+pub fn coder_vars(
+    common: &Common,
+    subtask: &Subtask,
+    attempt: u32,
+    history: &AttemptHistory,
+    evidence: &BackpressureConfig,
+) -> Vars {
+    let mut vars = common.vars();
+    vars.extend([
+        ("subtask_id", subtask.id.clone()),
+        ("subtask_title", subtask.title_or_id().to_string()),
+        ("subtask_description", subtask.description.clone()),
+        ("subtask_files", text::bullets(subtask.files())),
+        ("subtask_tests", text::bullets(subtask.tests())),
+        ("acceptance_criteria", text::bullets(subtask.acceptance_criteria())),
+        ("attempt", attempt.to_string()),
+        ("failed_approaches", failed_approaches(history, &subtask.id)),
+        ("evidence_required", evidence_required(evidence).to_string()),
+    ]);
+    vars
+}
+
+/// What a done claim must say, in the words the claim must use.
+fn evidence_required(evidence: &BackpressureConfig) -> &'static str {
+    match (evidence.require_tests, evidence.require_lint) {
+        (true, true) => "tests: pass, lint: pass",
+        (true, false) => "tests: pass",
+        (false, true) => "lint: pass",
+        (false, false) => "no evidence required",
+    }
+}
+
+/// The earlier attempts of a subtask that did not succeed (at most 5, the
+/// most recent last), one line each: what was tried and why it failed.
+fn failed_approaches(history: &AttemptHistory, subtask_id: &str) -> String {
+    let lines: Vec<String> = history::failed_approaches(history, subtask_id, 5)
+        .iter()
+        .map(|a| {
+            let mut line = format!("- session {} ({}):", a.session, a.outcome.as_str());
+            if let Some(approach) = &a.approach {
+                line.push_str(&format!(" tried: {approach};"));
+            }
+            if let Some(reason) = &a.reason {
+                line.push_str(&format!(" why it was not accepted: {reason}"));
+            }
+            line
+        })
+        .collect();
+    if lines.is_empty() {
+        "(none: this is the first attempt)".to_string()
+    } else {
+        lines.join("\n")
+    }
+}
 
 /// Where a project overrides the built-in template for `role`.
 pub fn override_path(project_dir: &Path, role: Role) -> PathBuf {

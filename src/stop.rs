@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::daemon::{self, Liveness, RunLock};
 use crate::error::{Error, Result};
 use crate::project::Project;
-use crate::status::{RunState, StatusFile};
+use crate::status::{EndReason, StatusFile};
 use crate::{process, store, sys};
 
 /// `rasen stop`: SIGTERM and wait for the lock to be let go (graceful), or
@@ -58,7 +58,7 @@ fn clean_up_after_a_dead_run(project: &Project) -> Result<i32> {
         say!("No daemon running");
     }
     if let Ok(Some(status)) = store::load::<StatusFile>(&project.status_file()) {
-        if let Some(agent) = stop_orphaned_agent(&status) {
+        if let Some(agent) = status.agent_pid().and_then(process::stop_orphaned_session) {
             say!("Stopped agent {agent} and its processes, left behind by an orchestrator that was killed");
         }
     }
@@ -92,16 +92,12 @@ fn kill_now(project: &Project, pid: i32) -> Result<i32> {
     let lock = RunLock::acquire(project)?;
     let path = project.status_file();
     if let Some(mut status) = store::load::<StatusFile>(&path)? {
-        if let Some(agent) = status.agent_pid.filter(|&a| process::session_alive(a)) {
+        if let Some(agent) = status.agent_pid().filter(|&a| process::session_alive(a)) {
             process::signal_session(agent, libc::SIGKILL);
         }
         // Recorded, so that `status` does not call it a crash; the plan
         // keeps its in_progress subtask for `resume`.
-        status.status = RunState::Stopped;
-        status.reason = Some("killed".to_string());
-        status.last_error = Some("killed by 'rasen stop --force'".to_string());
-        status.pid = None;
-        status.agent_pid = None;
+        status.end_run(EndReason::Killed, "killed by 'rasen stop --force'");
         store::save(&path, &status)?;
     }
     lock.release();
@@ -121,19 +117,4 @@ fn wait_until_stopped(project: &Project, timeout: Duration) -> Result<bool> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// After a crash (`kill -9` of the orchestrator), its agent may still run:
-/// stop the agent's session — SIGTERM, a short grace, SIGKILL. Only called
-/// while holding the run lock, so the recorded agent is not a live run's.
-/// Returns the agent's PID when there was something to stop.
-pub fn stop_orphaned_agent(status: &StatusFile) -> Option<i32> {
-    let agent = status.agent_pid.filter(|&a| process::session_alive(a))?;
-    process::signal_session(agent, libc::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while process::session_alive(agent) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    process::signal_session(agent, libc::SIGKILL);
-    Some(agent)
 }

@@ -11,6 +11,7 @@
 mod pretty;
 mod shape;
 mod syntax;
+mod words;
 
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Write};
@@ -25,6 +26,7 @@ use crate::sys;
 
 pub use pretty::to_pretty_json;
 pub use shape::{Fields, Kind};
+pub(crate) use words::state_words;
 
 /// Mode of every state file: readable by all, writable by the owner only.
 pub const STATE_FILE_MODE: u32 = 0o644;

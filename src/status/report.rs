@@ -1,170 +1,11 @@
-//! `status.json`: the run's real-time progress, rewritten (atomically, via
-//! `store`) at every change, and read by `rasen status` and by scripts.
-//! This file owns the model and its defaults; rendering it for people
-//! (text and `--json`) lives below the model.
-//!
-//! Nothing here decides whether an orchestrator is alive: the run lock
-//! does. The `pid` field is a hint for people, never proof.
+//! `rasen status`: status.json joined with the run lock's answer, for
+//! people (text) and for scripts (`--json`). The lock decides whether
+//! anything runs; the file only says what the run was doing, so a file
+//! left saying "running" by a killed daemon is shown as a crash, never as
+//! running. Only reads; never changes the file.
 
-use miniserde::json::Value;
-use miniserde::{Deserialize, Serialize};
-
+use super::{RunState, StatusFile};
 use crate::daemon::Liveness;
-use crate::store::{Fields, Kind, StateFile};
-
-/// Where the run stands.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunState {
-    #[serde(rename = "initialized")]
-    Initialized,
-    #[serde(rename = "running")]
-    Running,
-    /// Sleeping until an agent usage limit resets (`waiting_until`).
-    #[serde(rename = "waiting")]
-    Waiting,
-    #[serde(rename = "stopped")]
-    Stopped,
-    #[serde(rename = "completed")]
-    Completed,
-    #[serde(rename = "failed")]
-    Failed,
-}
-
-impl RunState {
-    pub const NAMES: &'static [&'static str] =
-        &["initialized", "running", "waiting", "stopped", "completed", "failed"];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunState::Initialized => "initialized",
-            RunState::Running => "running",
-            RunState::Waiting => "waiting",
-            RunState::Stopped => "stopped",
-            RunState::Completed => "completed",
-            RunState::Failed => "failed",
-        }
-    }
-
-    /// Whether the run is over (it ended one way or another).
-    #[cfg(test)]
-    pub fn is_final(self) -> bool {
-        matches!(self, RunState::Stopped | RunState::Completed | RunState::Failed)
-    }
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct StatusFile {
-    pub version: u32,
-    pub status: RunState,
-    /// Why the run ended: completed, max_iterations, stalled, blocked…
-    pub reason: Option<String>,
-    /// The orchestrator's PID while it runs.
-    pub pid: Option<i32>,
-    /// Agent sessions so far, for the whole task (survives resume).
-    pub iteration: u64,
-    /// `Coding`, `Initializer`, `Review 2/3`, `QA 5/50`.
-    pub phase: Option<String>,
-    pub subtask_id: Option<String>,
-    pub subtask_description: Option<String>,
-    pub completed_subtasks: u64,
-    pub total_subtasks: u64,
-    pub total_commits: u64,
-    pub started_at: Option<String>,
-    pub last_activity: Option<String>,
-    pub last_error: Option<String>,
-    pub tokens: Option<u64>,
-    pub input_tokens: Option<u64>,
-    pub output_tokens: Option<u64>,
-    pub cost_usd: Option<f64>,
-    /// The running agent (leader of its process group), or none.
-    pub agent_pid: Option<i32>,
-    /// With `waiting`: when the usage limit resets.
-    pub waiting_until: Option<String>,
-    /// HEAD when the task's first run started ("" in a repository without
-    /// commits): `total_commits` counts from here, so commits made by a
-    /// session that was killed are counted too.
-    pub base_commit: Option<String>,
-}
-
-/// The phase of a planning session. status.json says it from before the
-/// initializer starts until its plan is accepted, so a run that died in
-/// between (kill -9, power loss) leaves it there: whatever plan is on disk
-/// then is the initializer's unfinished draft.
-pub const PHASE_PLANNING: &str = "Initializer";
-
-impl StatusFile {
-    /// Whether the run that last wrote this file was planning when it
-    /// ended, so that its plan on disk (if any) was never finished.
-    pub fn planning_unfinished(&self) -> bool {
-        self.phase.as_deref() == Some(PHASE_PLANNING)
-    }
-
-    /// The status `rasen init` writes: nothing has run yet.
-    pub fn initialized() -> StatusFile {
-        StatusFile {
-            version: 1,
-            status: RunState::Initialized,
-            reason: None,
-            pid: None,
-            iteration: 0,
-            phase: None,
-            subtask_id: None,
-            subtask_description: None,
-            completed_subtasks: 0,
-            total_subtasks: 0,
-            total_commits: 0,
-            started_at: None,
-            last_activity: None,
-            last_error: None,
-            tokens: None,
-            input_tokens: None,
-            output_tokens: None,
-            cost_usd: None,
-            agent_pid: None,
-            waiting_until: None,
-            base_commit: None,
-        }
-    }
-}
-
-impl Default for StatusFile {
-    fn default() -> Self {
-        StatusFile::initialized()
-    }
-}
-
-impl StateFile for StatusFile {
-    fn check_shape(value: &Value) -> std::result::Result<(), String> {
-        let status = Fields::top(value)?;
-        status.required("version", Kind::SmallCount)?;
-        status.required("status", Kind::OneOf(RunState::NAMES))?;
-        status.optional("reason", Kind::Text)?;
-        status.optional("pid", Kind::Pid)?;
-        status.required("iteration", Kind::Count)?;
-        for text in ["phase", "subtask_id", "subtask_description"] {
-            status.optional(text, Kind::Text)?;
-        }
-        for count in ["completed_subtasks", "total_subtasks", "total_commits"] {
-            status.required(count, Kind::Count)?;
-        }
-        for text in ["started_at", "last_activity", "last_error"] {
-            status.optional(text, Kind::Text)?;
-        }
-        for count in ["tokens", "input_tokens", "output_tokens"] {
-            status.optional(count, Kind::Count)?;
-        }
-        status.optional("cost_usd", Kind::Number)?;
-        status.optional("agent_pid", Kind::Pid)?;
-        status.optional("waiting_until", Kind::Text)?;
-        status.optional("base_commit", Kind::Text)
-    }
-
-    fn version(&self) -> Option<u32> {
-        Some(self.version)
-    }
-}
-
-// ---- Rendering: what `rasen status` shows ----------------------------------
 
 /// `rasen status`: the status file joined with the run lock's answer. The
 /// lock decides whether anything runs; the file only says what the run was
@@ -178,14 +19,48 @@ pub struct Report {
     pid_reused: bool,
 }
 
-/// The JSON shape of `rasen status --json` (stable field order).
+/// What `rasen status` says of a project: one fixed word each, the
+/// `state` (and `status`) of `rasen status --json`: `not_initialized`,
+/// `running`, `waiting`, `crashed`, or the state a run that is not
+/// running recorded (`initialized`, `stopped`, `completed`, `failed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// No task here (no status.json, no task).
+    NotInitialized,
+    /// An orchestrator holds the run lock.
+    Running,
+    /// Running, and sleeping until a usage limit resets.
+    Waiting,
+    /// The last run died without recording an end (`kill -9`, power loss):
+    /// its file says running, but nobody holds the run lock.
+    Crashed,
+    /// Nothing runs, and the file says how the last run left things.
+    Recorded(RunState),
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::NotInitialized => "not_initialized",
+            State::Running => "running",
+            State::Waiting => "waiting",
+            State::Crashed => "crashed",
+            State::Recorded(state) => state.as_str(),
+        }
+    }
+}
+
+/// The JSON shape of `rasen status --json` (stable field order). `state`
+/// is one of `State`'s words; `status` repeats it, for scripts written
+/// when it was the file's own word (which said `running` after a crash).
 #[derive(miniserde::Serialize)]
 struct JsonReport {
     running: bool,
-    state: String,
+    state: &'static str,
     stale_pid_file: bool,
-    status: Option<String>,
-    reason: Option<String>,
+    pid_reused: bool,
+    status: &'static str,
+    reason: Option<&'static str>,
     pid: Option<i32>,
     iteration: u64,
     phase: Option<String>,
@@ -242,36 +117,45 @@ impl Report {
         }
     }
 
-    /// The one word (or phrase) for the state, decided by the lock.
-    fn state(&self) -> String {
-        let file_state = self.file.as_ref().map(|f| f.status);
-        let claims_running = matches!(file_state, Some(RunState::Running | RunState::Waiting));
+    /// The state, decided by the lock: the file says what the run last
+    /// recorded, and a file saying running without the lock held is a
+    /// crash.
+    fn state(&self) -> State {
+        let Some(file) = &self.file else { return State::NotInitialized };
+        let claims_running = matches!(file.status, RunState::Running | RunState::Waiting);
+        match (&self.liveness, file.status) {
+            (Liveness::Running { .. }, RunState::Waiting) => State::Waiting,
+            (Liveness::Running { .. }, _) => State::Running,
+            _ if claims_running => State::Crashed,
+            (_, recorded) => State::Recorded(recorded),
+        }
+    }
+
+    /// The state for people: the word, and for a crash or a stale PID
+    /// file what became of the process.
+    fn state_text(&self) -> String {
+        let state = self.state();
         let gone = match self.pid() {
             Some(pid) if self.pid_reused => format!("PID {pid} now belongs to another process"),
             Some(pid) => format!("process {pid} is gone"),
             None => "its process is gone".to_string(),
         };
-        match (&self.liveness, file_state) {
-            (Liveness::Running { .. }, Some(RunState::Waiting)) => "waiting".to_string(),
-            (Liveness::Running { .. }, _) => "running".to_string(),
-            (Liveness::Stale { .. }, Some(_)) if claims_running => {
-                format!("crashed (stale PID file, {gone})")
-            }
-            (Liveness::NotRunning, Some(_)) if claims_running => format!("crashed ({gone})"),
-            (Liveness::Stale { .. }, Some(state)) => {
-                format!("{} (stale PID file, {gone})", state.as_str())
-            }
-            (Liveness::NotRunning, Some(state)) => state.as_str().to_string(),
-            (_, None) => "not initialized".to_string(),
+        let stale = matches!(self.liveness, Liveness::Stale { .. });
+        match state {
+            State::NotInitialized => "not initialized".to_string(),
+            State::Crashed if stale => format!("crashed (stale PID file, {gone})"),
+            State::Crashed => format!("crashed ({gone})"),
+            _ if stale => format!("{} (stale PID file, {gone})", state.as_str()),
+            _ => state.as_str().to_string(),
         }
     }
 
     fn crashed(&self) -> bool {
-        self.state().starts_with("crashed")
+        self.state() == State::Crashed
     }
 
     pub fn to_text(&self) -> String {
-        let mut out = format!("Status: {}\n", self.state());
+        let mut out = format!("Status: {}\n", self.state_text());
         let Some(f) = &self.file else {
             if matches!(self.liveness, Liveness::NotRunning) {
                 out.push_str("No task here yet: start with 'rasen init --task \"…\"'\n");
@@ -321,8 +205,8 @@ impl Report {
             out.push_str(&format!("Tokens: {tokens}{cost}\n"));
         }
         if !running {
-            if let Some(reason) = &f.reason {
-                out.push_str(&format!("Reason: {reason}\n"));
+            if let Some(reason) = f.reason {
+                out.push_str(&format!("Reason: {}\n", reason.as_str()));
             }
         }
         if let Some(error) = &f.last_error {
@@ -348,10 +232,11 @@ impl Report {
         let f = self.file.clone().unwrap_or_else(StatusFile::initialized);
         let report = JsonReport {
             running: matches!(self.liveness, Liveness::Running { .. }),
-            state: self.state(),
+            state: self.state().as_str(),
             stale_pid_file: matches!(self.liveness, Liveness::Stale { .. }),
-            status: self.file.as_ref().map(|f| f.status.as_str().to_string()),
-            reason: f.reason.clone(),
+            pid_reused: self.pid_reused,
+            status: self.state().as_str(),
+            reason: f.reason.map(|r| r.as_str()),
             pid: self.pid(),
             iteration: f.iteration,
             phase: f.phase.clone(),
@@ -387,89 +272,8 @@ fn progress_bar(done: u64, total: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{self, testing::TempDir};
-    use std::fs;
-
-    const INITIALIZED: &str = r#"{
-  "version": 1,
-  "status": "initialized",
-  "reason": null,
-  "pid": null,
-  "iteration": 0,
-  "phase": null,
-  "subtask_id": null,
-  "subtask_description": null,
-  "completed_subtasks": 0,
-  "total_subtasks": 0,
-  "total_commits": 0,
-  "started_at": null,
-  "last_activity": null,
-  "last_error": null,
-  "tokens": null,
-  "input_tokens": null,
-  "output_tokens": null,
-  "cost_usd": null,
-  "agent_pid": null,
-  "waiting_until": null,
-  "base_commit": null
-}
-"#;
-
-    #[test]
-    fn initialized_status_is_written_in_field_order() {
-        assert_eq!(store::to_pretty_json(&StatusFile::initialized()), INITIALIZED);
-    }
-
-    #[test]
-    fn status_round_trips() {
-        let dir = TempDir::new("status-roundtrip");
-        let path = dir.join("status.json");
-        let mut status = StatusFile::initialized();
-        status.status = RunState::Waiting;
-        status.pid = Some(12345);
-        status.iteration = 5;
-        status.phase = Some("Review 2/3".into());
-        status.cost_usd = Some(1.25);
-        status.agent_pid = Some(-1);
-        store::save(&path, &status).unwrap();
-        assert_eq!(store::load::<StatusFile>(&path).unwrap(), Some(status));
-    }
-
-    #[test]
-    fn bad_status_file_is_reported_and_kept() {
-        let dir = TempDir::new("status-bad");
-        let path = dir.join("status.json");
-        let cases = [
-            (
-                INITIALIZED.replace("\"initialized\"", "\"sleeping\""),
-                ": status \"sleeping\" is not one of initialized, running, waiting, stopped, \
-                 completed, failed",
-            ),
-            (
-                INITIALIZED.replace("\"pid\": null", "\"pid\": \"123\""),
-                ": \"pid\" must be a process id (a whole number), found \"123\"",
-            ),
-            (INITIALIZED.replace("  \"iteration\": 0,\n", ""), ": missing field \"iteration\""),
-            (
-                INITIALIZED.replace("\"tokens\": null,", "\"tokens\": null"),
-                ":17:3: expected ',' or '}' after a field, found '\"'",
-            ),
-        ];
-        for (contents, what) in cases {
-            fs::write(&path, &contents).unwrap();
-            let err = store::load::<StatusFile>(&path).unwrap_err();
-            let expected = format!("{}{what};", path.display());
-            assert!(err.message.starts_with(&expected), "{err}\nexpected: {expected}");
-            assert_eq!(fs::read_to_string(&path).unwrap(), contents);
-        }
-    }
-
-    #[test]
-    fn run_states_know_when_the_run_is_over() {
-        assert!(!RunState::Running.is_final());
-        assert!(!RunState::Waiting.is_final());
-        assert!(RunState::Stopped.is_final() && RunState::Completed.is_final());
-    }
+    use crate::status::EndReason;
+    use miniserde::json::Value;
 
     fn running_file() -> StatusFile {
         let mut f = StatusFile::initialized();
@@ -532,7 +336,7 @@ mod tests {
         let mut f = running_file();
         f.status = RunState::Failed;
         f.pid = None;
-        f.reason = Some("stalled".into());
+        f.reason = Some(EndReason::Stalled);
         f.last_error = Some("auth-2: no commit".into());
         let report = Report::new(Some(f), Liveness::NotRunning, AT_18_48);
         let text = report.to_text();

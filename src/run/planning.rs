@@ -1,0 +1,131 @@
+//! Step 1 of the loop: the initializer writes the plan, rasen validates it
+//! and owns it from then on. A plan from a session that was cut short
+//! (stop, usage limit, timeout, `kill -9`) is a draft: it is set aside,
+//! never run.
+
+use std::path::PathBuf;
+
+use super::verdict::{self, Verdict};
+use super::{memories, Ending, Run};
+use crate::clock;
+use crate::error::{Error, Result};
+use crate::logger::line as log;
+use crate::plan::Plan;
+use crate::project::Project;
+use crate::prompts::{self, Role};
+use crate::status::Phase;
+use crate::store::{self, FileLock};
+
+impl Run<'_> {
+    /// The initializer writes the plan; an invalid one is handed back once
+    /// with the error, then the run stops with it.
+    pub(super) fn plan_the_task(&mut self) -> Result<std::result::Result<Plan, Ending>> {
+        let mut plan_error = String::new();
+        for round in 1..=2u32 {
+            if let Some(ending) = self.check_limits() {
+                return Ok(Err(ending));
+            }
+            log(&format!("planning: initializer session (round {round})"));
+            // Saved with the session's start: see `Phase::Planning`.
+            self.status.enter_phase(Phase::Planning);
+            let common = prompts::Common {
+                task: &self.task,
+                project: self.project,
+                memories: memories(self.project, &self.config),
+            };
+            let vars = prompts::initializer_vars(&common, &plan_error);
+            let Some(report) = self.run_agent(Role::Initializer, None, round, &vars)? else {
+                return Ok(Err(self.max_runtime_ending()));
+            };
+            let facts = self.facts_of(&report, 0, 0);
+            match verdict::cut_short(&facts, &self.rules()) {
+                Some(Verdict::RootRefusal) => return Err(verdict::root_refusal_error()),
+                Some(Verdict::Timeout(_)) => {
+                    // Cut off by a timeout: whatever plan it wrote is a draft.
+                    set_aside_draft_plan(self.project)?;
+                    plan_error = format!(
+                        "your previous planning session was ended by a timeout ({}) before it finished; \
+                         write the plan early and keep it small",
+                        verdict::describe_end(&report.end)
+                    );
+                    log(&format!("plan rejected: {plan_error}"));
+                    self.pause_between_sessions();
+                    continue;
+                }
+                Some(cut) => {
+                    // Stopped or out of usage: the initializer may have
+                    // written part of a plan and gone on working. That
+                    // draft is not the plan.
+                    if let Some(draft) = set_aside_draft_plan(self.project)? {
+                        log(&format!(
+                            "planning was cut short: set the unfinished plan aside as {}; the next run plans again",
+                            self.project.show(&draft)
+                        ));
+                    }
+                    return Ok(Err(self.ending_for_cut_short(cut, &report)));
+                }
+                None => {}
+            }
+            match self.read_new_plan() {
+                Ok(plan) => {
+                    log(&format!(
+                        "plan accepted: {} subtasks for \"{}\"",
+                        plan.subtasks.len(),
+                        plan.task_name
+                    ));
+                    self.status.restore_phase(None);
+                    self.save_status()?;
+                    return Ok(Ok(plan));
+                }
+                Err(why) => {
+                    log(&format!("plan rejected: {why}"));
+                    plan_error = why;
+                }
+            }
+            self.pause_between_sessions();
+        }
+        Err(Error::state(format!(
+            "the initializer did not produce a valid plan in two sessions: {plan_error} (a plan file it wrote is left as it was; fix it or remove it and run again)"
+        )))
+    }
+
+    /// Loads and validates the plan the initializer just wrote, and saves
+    /// it back in rasen's own format (timestamps set).
+    fn read_new_plan(&self) -> std::result::Result<Plan, String> {
+        let path = self.project.plan_file();
+        let mut plan = match store::load::<Plan>(&path) {
+            Ok(Some(plan)) => plan,
+            Ok(None) => return Err(format!("no plan was written to {}", self.project.show(&path))),
+            Err(e) => return Err(e.message),
+        };
+        plan.validate()?;
+        self.save_plan(&mut plan).map_err(|e| e.message)?;
+        Ok(plan)
+    }
+}
+
+/// Moves the plan file, when there is one, to
+/// `implementation_plan.json.interrupted.TIMESTAMP` (never over another
+/// file) and returns where it went: kept for the user to read, out of the
+/// way of the next run, which plans again.
+pub(super) fn set_aside_draft_plan(project: &Project) -> Result<Option<PathBuf>> {
+    let _lock = FileLock::acquire(&project.state_lock_file())?;
+    let plan = project.plan_file();
+    if plan.symlink_metadata().is_err() {
+        return Ok(None);
+    }
+    let stamp = clock::now_compact();
+    let name = |n: u32| {
+        let suffix = if n == 0 { String::new() } else { format!(".{n}") };
+        plan.with_file_name(format!("implementation_plan.json.interrupted.{stamp}{suffix}"))
+    };
+    let mut draft = name(0);
+    let mut n = 0;
+    while draft.symlink_metadata().is_ok() {
+        n += 1;
+        draft = name(n);
+    }
+    std::fs::rename(&plan, &draft)
+        .map_err(|e| Error::io(&plan, "cannot set the unfinished plan aside", e))?;
+    Ok(Some(draft))
+}

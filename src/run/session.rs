@@ -1,0 +1,232 @@
+//! Step 3 of the loop: one agent session (or one verify command), with
+//! status.json following it — the session counted, the agent's PID saved
+//! while it runs (for `stop --force` and crash cleanup), its last activity
+//! and commits now and then, its tokens and cost after it.
+
+use std::time::Duration;
+
+use super::verdict::{Facts, Rules, Verdict};
+use super::{Ending, Run};
+use crate::agent::{self, OutputFormat, Progress, SessionEnd, SessionReport, SessionRequest};
+use crate::claude;
+use crate::clock;
+use crate::config::Backend;
+use crate::daemon as lock;
+use crate::error::Result;
+use crate::git;
+use crate::logger::line as log;
+use crate::plan::Subtask;
+use crate::prompts::{self, Role, Vars};
+use crate::status::{EndReason, Phase, Usage};
+use crate::store;
+use crate::text::one_line;
+
+impl Run<'_> {
+    /// One agent session (one iteration), with status.json saying so.
+    /// `None` when the run's time ran out before the session could start
+    /// (after the check before it: rendering the prompt takes time too).
+    pub(super) fn run_agent(
+        &mut self,
+        role: Role,
+        subtask: Option<&Subtask>,
+        attempt: u32,
+        vars: &Vars,
+    ) -> Result<Option<SessionReport>> {
+        let prompt = prompts::render(&self.project.root, role, vars)?;
+        let Some(runtime_left) = self.runtime_left() else {
+            log(&format!("no runtime left to start a {} session", role.name()));
+            return Ok(None);
+        };
+        let iteration = self.status.count_session();
+        let mut request = self.session_request(role, subtask, attempt, iteration, prompt)?;
+        request.session_timeout = request.session_timeout.min(runtime_left);
+        log(&format!("session {iteration}: {} started", role.name()));
+        let report = self.run_watched(&request)?;
+        if let Some(usage) = usage_of(&report) {
+            self.status.add_usage(usage);
+        }
+        log(&format!(
+            "session {iteration}: {} ended ({}) after {}, {} bytes of output",
+            role.name(),
+            super::verdict::describe_end(&report.end),
+            clock::duration(report.duration.as_secs() as i64),
+            report.output_bytes
+        ));
+        for event in report.events.iter().filter(|e| !e.is_known()) {
+            log(&format!("ignored event with unknown topic \"{}\"", event.topic));
+        }
+        self.save_status()?;
+        Ok(Some(report))
+    }
+
+    /// Runs one `backpressure.verify` command as the agent would run, with
+    /// the same timeouts and shutdown handling, and returns its verdict:
+    /// `None` when it passed.
+    pub(super) fn run_verify_command(&mut self, command: &str) -> Result<Option<Verdict>> {
+        log(&format!("verify: running `{command}`"));
+        let request = SessionRequest {
+            argv: vec!["sh".to_string(), "-c".to_string(), command.to_string()],
+            format: OutputFormat::Text,
+            cwd: self.project.root.clone(),
+            env: Vec::new(),
+            prompt: String::new(),
+            session_timeout: Duration::from_secs(self.config.orchestrator.session_timeout_seconds),
+            idle_timeout: Duration::from_secs(self.config.orchestrator.session_timeout_seconds),
+            stop_grace: Duration::from_secs(self.config.agent.stop_grace_seconds),
+            log_prefix: "verify".to_string(),
+        };
+        let phase = self.status.phase();
+        self.status.enter_phase(Phase::Verifying(command.to_string()));
+        let report = self.run_watched(&request);
+        self.status.restore_phase(phase);
+        let report = report?;
+        let verdict = super::verdict::judge_verify(command, report.end, &report.tail);
+        if matches!(verdict, Some(Verdict::Refused(_))) {
+            log(&format!(
+                "verify: `{command}` failed ({})",
+                super::verdict::verify_failure(report.end)
+            ));
+        }
+        Ok(verdict)
+    }
+
+    /// Runs a session (an agent's, or a verify command's) with status.json
+    /// following it: the PID to stop while it runs (`stop --force`, crash
+    /// cleanup), and now and then its last activity and commits.
+    fn run_watched(&mut self, request: &SessionRequest) -> Result<SessionReport> {
+        self.count_total_commits()?;
+        self.save_status()?;
+        let session_start = std::time::SystemTime::now();
+        let status_path = self.project.status_file();
+        let pid_path = self.project.pid_file();
+        let status = &mut self.status;
+        let root = &self.project.root;
+        let report = agent::run_session(request, &mut |progress| {
+            match progress {
+                Progress::Started(pid) => status.agent_started(pid),
+                // The agent is alive and working: say so, with its commits.
+                Progress::Output => {
+                    if let Ok(total) = git::commits_since(root, status.base_commit()) {
+                        status.set_total_commits(total);
+                    }
+                }
+            }
+            status.touch(clock::now_iso());
+            lock::restore_pid_file(&pid_path);
+            let _ = store::save(&status_path, status);
+        })?;
+        self.status.agent_ended();
+        if !matches!(report.end, SessionEnd::Exited(_))
+            && git::remove_index_lock_since(&self.project.root, session_start)?
+        {
+            log("removed .git/index.lock left by a git that was killed with its session");
+        }
+        self.save_status()?;
+        Ok(report)
+    }
+
+    fn session_request(
+        &self,
+        role: Role,
+        subtask: Option<&Subtask>,
+        attempt: u32,
+        iteration: u64,
+        prompt: String,
+    ) -> Result<SessionRequest> {
+        let agent = &self.config.agent;
+        let program = agent::resolve_agent_command(&agent.command, &self.project.root)?;
+        let program = program.to_string_lossy().into_owned();
+        let (argv, format) = match agent.backend {
+            Backend::Claude => (
+                claude::claude_argv(&program, &agent.model, &agent.args),
+                OutputFormat::ClaudeStreamJson,
+            ),
+            Backend::Command => {
+                let mut argv = vec![program];
+                argv.extend(agent.args.iter().cloned());
+                (argv, OutputFormat::Text)
+            }
+        };
+        let env = vec![
+            ("RASEN_ROLE".to_string(), role.name().to_string()),
+            ("RASEN_SUBTASK_ID".to_string(), subtask.map(|s| s.id.clone()).unwrap_or_default()),
+            ("RASEN_ATTEMPT".to_string(), attempt.to_string()),
+            ("RASEN_ITERATION".to_string(), iteration.to_string()),
+            ("RASEN_PROJECT_DIR".to_string(), self.project.root.display().to_string()),
+        ];
+        let label = match subtask {
+            Some(s) => format!("{} {}", role.name(), s.id),
+            None => role.name().to_string(),
+        };
+        Ok(SessionRequest {
+            argv,
+            format,
+            cwd: self.project.root.clone(),
+            env,
+            prompt,
+            session_timeout: Duration::from_secs(self.config.orchestrator.session_timeout_seconds),
+            idle_timeout: Duration::from_secs(self.config.orchestrator.idle_timeout_seconds),
+            stop_grace: Duration::from_secs(agent.stop_grace_seconds),
+            log_prefix: label,
+        })
+    }
+
+    /// What the verdict needs of a session's report.
+    pub(super) fn facts_of<'r>(
+        &self,
+        report: &'r SessionReport,
+        commits: u64,
+        earlier_commits: u64,
+    ) -> Facts<'r> {
+        let agent_error =
+            report.result.as_ref().filter(|r| r.failed()).map(|r| {
+                format!("the agent reported an error ({}): {}", r.subtype, one_line(&r.text))
+            });
+        Facts {
+            end: report.end,
+            events: &report.events,
+            agent_error,
+            usage_limit: report.usage_limit.is_some(),
+            root_refusal: report.root_refusal,
+            tail: &report.tail,
+            commits,
+            earlier_commits,
+        }
+    }
+
+    /// The evidence rules of the configuration as it is now.
+    pub(super) fn rules(&self) -> Rules {
+        Rules {
+            require_tests: self.config.backpressure.require_tests,
+            require_lint: self.config.backpressure.require_lint,
+            idle_timeout_seconds: self.config.orchestrator.idle_timeout_seconds,
+        }
+    }
+
+    /// The run's ending for a session stopped by a signal or a usage limit.
+    pub(super) fn ending_for_cut_short(&mut self, cut: Verdict, report: &SessionReport) -> Ending {
+        match (cut, &report.usage_limit) {
+            (Verdict::UsageLimit, Some(limit)) => self.usage_limit_ending(limit),
+            _ => self.stopped_ending(),
+        }
+    }
+
+    /// A usage limit ends the run (waiting it out is not in this version),
+    /// with the reset time in status.json when the agent said it.
+    fn usage_limit_ending(&mut self, limit: &claude::UsageLimit) -> Ending {
+        let until = limit.resets_at.map(clock::format_iso);
+        self.status.limit_reached(until.clone());
+        let until = until.unwrap_or_else(|| "an unknown time".into());
+        log(&format!("usage limit reached ({}); it resets at {until}", one_line(&limit.message)));
+        Ending::new(EndReason::UsageLimit, format!("usage limit reached; resets at {until}"))
+    }
+}
+
+/// The tokens and cost an agent reported for its session.
+pub(super) fn usage_of(report: &SessionReport) -> Option<Usage> {
+    report.result.as_ref().map(|r| Usage {
+        input_tokens: r.input_tokens,
+        output_tokens: r.output_tokens,
+        cost_usd: r.cost_usd,
+    })
+}

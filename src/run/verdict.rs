@@ -1,0 +1,231 @@
+//! Step 4 of the loop, as pure functions: what a session amounts to, from
+//! what it said (events), how it ended, what its agent reported, the
+//! commits made for the subtask and the verify commands' results. Nothing
+//! here runs, reads or writes anything, so every branch is unit-tested
+//! below; `coding` gathers the facts and applies the verdict.
+
+use crate::agent::SessionEnd;
+use crate::error::Error;
+use crate::events::Event;
+use crate::history::Outcome;
+use crate::text::{last_lines, one_line};
+
+/// What is known of a finished session.
+#[derive(Debug, Clone)]
+pub struct Facts<'a> {
+    pub end: SessionEnd,
+    /// In order of appearance.
+    pub events: &'a [Event],
+    /// The agent itself reported the session as failed (Claude's
+    /// `error_max_turns`, …): what it said.
+    pub agent_error: Option<String>,
+    pub usage_limit: bool,
+    /// Claude refused to run as root with bypassPermissions.
+    pub root_refusal: bool,
+    /// The end of the session's output.
+    pub tail: &'a str,
+    /// Commits made by this session.
+    pub commits: u64,
+    /// Commits recorded for the subtask by its earlier attempts.
+    pub earlier_commits: u64,
+}
+
+/// What a done claim must carry, and the idle timeout for messages.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    pub require_tests: bool,
+    pub require_lint: bool,
+    pub idle_timeout_seconds: u64,
+}
+
+/// What a coder session amounted to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Done with evidence: the summary from the claim.
+    Completed(String),
+    /// A done claim without the evidence: why.
+    Refused(String),
+    /// The agent said it cannot go on: why.
+    Blocked(String),
+    Failed(String),
+    Timeout(String),
+    /// A shutdown signal cut the session short.
+    Interrupted,
+    UsageLimit,
+    /// Claude refused to run as root: the run must end with what to do.
+    RootRefusal,
+}
+
+impl Verdict {
+    /// The attempt's outcome in attempt_history.json, and its reason.
+    pub fn outcome(&self) -> (Outcome, Option<String>) {
+        match self {
+            Verdict::Completed(_) => (Outcome::Success, None),
+            Verdict::Refused(why) => (Outcome::Refused, Some(why.clone())),
+            Verdict::Blocked(why) => (Outcome::Blocked, Some(why.clone())),
+            Verdict::Failed(why) => (Outcome::Failure, Some(why.clone())),
+            Verdict::RootRefusal => (Outcome::Failure, Some(root_refusal_error().message)),
+            Verdict::Timeout(why) => (Outcome::Timeout, Some(why.clone())),
+            Verdict::Interrupted => {
+                (Outcome::Interrupted, Some("stopped by a shutdown signal".to_string()))
+            }
+            Verdict::UsageLimit => (Outcome::UsageLimit, None),
+        }
+    }
+}
+
+/// A claim that has its evidence so far; the verify commands come next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Judgement {
+    Final(Verdict),
+    /// Run the verify commands; when they all pass, the subtask is
+    /// completed with this summary.
+    VerifyThenComplete(String),
+}
+
+/// The ways a session can end before anything it said counts, in the order
+/// they are checked: a shutdown, a usage limit, Claude's root refusal, a
+/// timeout. `None` when the session ran its course.
+pub fn cut_short(facts: &Facts, rules: &Rules) -> Option<Verdict> {
+    if facts.end == SessionEnd::Shutdown {
+        return Some(Verdict::Interrupted);
+    }
+    if facts.usage_limit {
+        return Some(Verdict::UsageLimit);
+    }
+    if facts.root_refusal {
+        return Some(Verdict::RootRefusal);
+    }
+    match facts.end {
+        SessionEnd::IdleTimeout => Some(Verdict::Timeout(with_tail(
+            format!("no output for {}s: the session was ended as hung", rules.idle_timeout_seconds),
+            facts.tail,
+        ))),
+        SessionEnd::SessionTimeout => Some(Verdict::Timeout(with_tail(
+            "the session ran out of time and was ended".to_string(),
+            facts.tail,
+        ))),
+        _ => None,
+    }
+}
+
+/// A coder session's verdict, short of the verify commands.
+pub fn judge(facts: &Facts, rules: &Rules) -> Judgement {
+    if let Some(verdict) = cut_short(facts, rules) {
+        return Judgement::Final(verdict);
+    }
+    // An agent may say blocked and then find a way, or claim done and
+    // then take it back: its last word on the subtask counts.
+    let last_word =
+        facts.events.iter().rev().find(|e| e.topic == "build.blocked" || e.topic == "build.done");
+    if let Some(event) = last_word.filter(|e| e.topic == "build.blocked") {
+        return Judgement::Final(Verdict::Blocked(one_line(&event.payload)));
+    }
+    // A session that the agent itself reports as failed (error_max_turns,
+    // error_during_execution) was cut short: a "done" said before the end
+    // is not evidence that the work was finished.
+    if facts.agent_error.is_some() {
+        return Judgement::Final(Verdict::Failed(failure_reason(facts)));
+    }
+    match last_word {
+        Some(claim) => judge_done_claim(&claim.payload, facts, rules),
+        None => Judgement::Final(Verdict::Failed(failure_reason(facts))),
+    }
+}
+
+/// A "done" claim completes the subtask only with evidence.
+fn judge_done_claim(claim: &str, facts: &Facts, rules: &Rules) -> Judgement {
+    let claim_lower = claim.to_lowercase();
+    let mut missing = Vec::new();
+    if rules.require_tests && !claim_lower.contains("tests: pass") {
+        missing.push("\"tests: pass\"");
+    }
+    if rules.require_lint && !claim_lower.contains("lint: pass") {
+        missing.push("\"lint: pass\"");
+    }
+    if !missing.is_empty() {
+        return Judgement::Final(Verdict::Refused(format!(
+            "claimed done without evidence: the build.done event must carry {}",
+            missing.join(" and ")
+        )));
+    }
+    if facts.commits == 0 && facts.earlier_commits == 0 {
+        return Judgement::Final(Verdict::Refused(
+            "claimed done but no commit was made for this subtask: commit the work with git"
+                .to_string(),
+        ));
+    }
+    Judgement::VerifyThenComplete(one_line(claim))
+}
+
+/// A verify command's verdict: `None` when it passed (exit 0), else the
+/// refusal, or the interruption when a shutdown cut it short.
+pub fn judge_verify(command: &str, end: SessionEnd, tail: &str) -> Option<Verdict> {
+    match end {
+        SessionEnd::Exited(0) => None,
+        SessionEnd::Shutdown => Some(Verdict::Interrupted),
+        _ => Some(Verdict::Refused(format!(
+            "claimed done, but the verify command `{command}` failed ({}); the end of its output:\n{}",
+            verify_failure(end),
+            tail.trim_end()
+        ))),
+    }
+}
+
+/// How a verify command failed, in a few words.
+pub fn verify_failure(end: SessionEnd) -> String {
+    match end {
+        SessionEnd::Exited(code) => format!("exit {code}"),
+        SessionEnd::Signaled(signal) => format!("killed by signal {signal}"),
+        SessionEnd::IdleTimeout | SessionEnd::SessionTimeout => "timed out".to_string(),
+        SessionEnd::Shutdown => "stopped".to_string(),
+    }
+}
+
+/// The last done claim's text, the attempt's "approach" when it is refused.
+pub fn claim_of(events: &[Event]) -> Option<String> {
+    events.iter().rev().find(|e| e.topic == "build.done").map(|e| one_line(&e.payload))
+}
+
+/// The error that ends a run on Claude's root refusal, with what to do,
+/// instead of burning iterations on it.
+pub fn root_refusal_error() -> Error {
+    Error::config(
+        "claude refuses --permission-mode bypassPermissions when run as root: run rasen as an ordinary user (or in a container as a non-root user)",
+    )
+}
+
+/// How a session ended, in a few words for the log.
+pub fn describe_end(end: &SessionEnd) -> String {
+    match end {
+        SessionEnd::Exited(code) => format!("exit {code}"),
+        SessionEnd::Signaled(signal) => format!("signal {signal}"),
+        SessionEnd::IdleTimeout => "idle timeout".to_string(),
+        SessionEnd::SessionTimeout => "session timeout".to_string(),
+        SessionEnd::Shutdown => "shutdown".to_string(),
+    }
+}
+
+/// Why a session that made no claim failed, with the tail of its output.
+fn failure_reason(facts: &Facts) -> String {
+    let what = match (&facts.agent_error, facts.end) {
+        (Some(error), _) => error.clone(),
+        (None, SessionEnd::Exited(0)) => {
+            "the session ended without a build.done or build.blocked event".to_string()
+        }
+        (None, SessionEnd::Exited(code)) => format!("the agent exited with code {code}"),
+        (None, SessionEnd::Signaled(signal)) => format!("the agent was killed by signal {signal}"),
+        _ => "the session ended".to_string(),
+    };
+    with_tail(what, facts.tail)
+}
+
+/// `what`, followed by the last lines of the session's output if it had any.
+fn with_tail(what: String, tail: &str) -> String {
+    let tail = last_lines(tail, 10);
+    if tail.is_empty() {
+        what
+    } else {
+        format!("{what}; the end of its output:\n{tail}")
+    }
+}
