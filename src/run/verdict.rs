@@ -229,3 +229,192 @@ fn with_tail(what: String, tail: &str) -> String {
         format!("{what}; the end of its output:\n{tail}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULES: Rules =
+        Rules { require_tests: true, require_lint: false, idle_timeout_seconds: 300 };
+
+    fn event(topic: &str, payload: &str) -> Event {
+        Event { topic: topic.to_string(), payload: payload.to_string() }
+    }
+
+    fn facts<'a>(end: SessionEnd, events: &'a [Event], commits: u64) -> Facts<'a> {
+        Facts {
+            end,
+            events,
+            agent_error: None,
+            usage_limit: false,
+            root_refusal: false,
+            tail: "",
+            commits,
+            earlier_commits: 0,
+        }
+    }
+
+    fn verdict_of(facts: &Facts, rules: &Rules) -> Verdict {
+        match judge(facts, rules) {
+            Judgement::Final(verdict) => verdict,
+            other => panic!("expected a final verdict, got {other:?}"),
+        }
+    }
+
+    const DONE: &str = "tests: pass. added the login form";
+
+    #[test]
+    fn a_done_claim_with_evidence_and_a_commit_goes_on_to_the_verify_commands() {
+        let events = [event("build.done", DONE)];
+        assert_eq!(
+            judge(&facts(SessionEnd::Exited(0), &events, 1), &RULES),
+            Judgement::VerifyThenComplete(DONE.to_string())
+        );
+    }
+
+    #[test]
+    fn a_commit_from_an_earlier_attempt_is_enough() {
+        let events = [event("build.done", DONE)];
+        let mut f = facts(SessionEnd::Exited(0), &events, 0);
+        f.earlier_commits = 2;
+        assert!(matches!(judge(&f, &RULES), Judgement::VerifyThenComplete(_)));
+    }
+
+    #[test]
+    fn a_done_claim_without_a_commit_is_refused() {
+        let events = [event("build.done", DONE)];
+        let verdict = verdict_of(&facts(SessionEnd::Exited(0), &events, 0), &RULES);
+        assert!(
+            matches!(&verdict, Verdict::Refused(why) if why.contains("no commit")),
+            "{verdict:?}"
+        );
+    }
+
+    #[test]
+    fn a_done_claim_without_the_required_words_is_refused_naming_them() {
+        let events = [event("build.done", "all good")];
+        let rules = Rules { require_lint: true, ..RULES };
+        let verdict = verdict_of(&facts(SessionEnd::Exited(0), &events, 1), &rules);
+        let Verdict::Refused(why) = verdict else { panic!("{verdict:?}") };
+        assert!(why.contains("\"tests: pass\" and \"lint: pass\""), "{why}");
+        let free = Rules { require_tests: false, ..RULES };
+        assert!(matches!(
+            judge(&facts(SessionEnd::Exited(0), &events, 1), &free),
+            Judgement::VerifyThenComplete(_)
+        ));
+    }
+
+    #[test]
+    fn the_last_word_counts_between_done_and_blocked() {
+        let blocked_last = [event("build.done", DONE), event("build.blocked", "no database\nmore")];
+        assert_eq!(
+            verdict_of(&facts(SessionEnd::Exited(0), &blocked_last, 1), &RULES),
+            Verdict::Blocked("no database".to_string())
+        );
+        let done_last = [event("build.blocked", "no database"), event("build.done", DONE)];
+        assert!(matches!(
+            judge(&facts(SessionEnd::Exited(0), &done_last, 1), &RULES),
+            Judgement::VerifyThenComplete(_)
+        ));
+    }
+
+    #[test]
+    fn a_session_the_agent_reports_as_failed_is_a_failure_despite_a_done_claim() {
+        let events = [event("build.done", DONE)];
+        let mut f = facts(SessionEnd::Exited(0), &events, 1);
+        f.agent_error = Some("the agent reported an error (error_max_turns): out of turns".into());
+        f.tail = "last words";
+        let verdict = verdict_of(&f, &RULES);
+        assert_eq!(
+            verdict,
+            Verdict::Failed(
+                "the agent reported an error (error_max_turns): out of turns; the end of its output:\nlast words"
+                    .to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn a_session_without_a_claim_fails_saying_how_it_ended() {
+        for (end, what) in [
+            (
+                SessionEnd::Exited(0),
+                "the session ended without a build.done or build.blocked event",
+            ),
+            (SessionEnd::Exited(3), "the agent exited with code 3"),
+            (SessionEnd::Signaled(9), "the agent was killed by signal 9"),
+        ] {
+            assert_eq!(verdict_of(&facts(end, &[], 0), &RULES), Verdict::Failed(what.to_string()));
+        }
+    }
+
+    #[test]
+    fn timeouts_say_which_with_the_end_of_the_output() {
+        let mut idle = facts(SessionEnd::IdleTimeout, &[], 0);
+        idle.tail = "a\nb\n";
+        assert_eq!(
+            verdict_of(&idle, &RULES),
+            Verdict::Timeout(
+                "no output for 300s: the session was ended as hung; the end of its output:\na\nb"
+                    .to_string()
+            )
+        );
+        let whole = facts(SessionEnd::SessionTimeout, &[], 0);
+        assert_eq!(
+            verdict_of(&whole, &RULES),
+            Verdict::Timeout("the session ran out of time and was ended".to_string())
+        );
+    }
+
+    #[test]
+    fn a_shutdown_a_usage_limit_and_a_root_refusal_come_first_in_that_order() {
+        let events = [event("build.done", DONE)];
+        let mut f = facts(SessionEnd::Shutdown, &events, 1);
+        f.usage_limit = true;
+        f.root_refusal = true;
+        assert_eq!(verdict_of(&f, &RULES), Verdict::Interrupted);
+        f.end = SessionEnd::IdleTimeout;
+        assert_eq!(verdict_of(&f, &RULES), Verdict::UsageLimit);
+        f.usage_limit = false;
+        assert_eq!(verdict_of(&f, &RULES), Verdict::RootRefusal);
+        f.root_refusal = false;
+        assert!(matches!(verdict_of(&f, &RULES), Verdict::Timeout(_)));
+        f.end = SessionEnd::Exited(0);
+        assert_eq!(cut_short(&f, &RULES), None);
+    }
+
+    #[test]
+    fn verify_commands_pass_on_exit_0_only() {
+        assert_eq!(judge_verify("make test", SessionEnd::Exited(0), ""), None);
+        assert_eq!(judge_verify("make test", SessionEnd::Shutdown, ""), Some(Verdict::Interrupted));
+        for (end, how) in [
+            (SessionEnd::Exited(2), "exit 2"),
+            (SessionEnd::Signaled(15), "killed by signal 15"),
+            (SessionEnd::SessionTimeout, "timed out"),
+        ] {
+            assert_eq!(
+                judge_verify("make test", end, "FAIL: t1\n"),
+                Some(Verdict::Refused(format!(
+                    "claimed done, but the verify command `make test` failed ({how}); the end of its output:\nFAIL: t1"
+                )))
+            );
+        }
+    }
+
+    #[test]
+    fn each_verdict_has_its_outcome_in_the_history() {
+        for (verdict, outcome) in [
+            (Verdict::Completed("s".into()), Outcome::Success),
+            (Verdict::Refused("r".into()), Outcome::Refused),
+            (Verdict::Blocked("b".into()), Outcome::Blocked),
+            (Verdict::Failed("f".into()), Outcome::Failure),
+            (Verdict::Timeout("t".into()), Outcome::Timeout),
+            (Verdict::Interrupted, Outcome::Interrupted),
+            (Verdict::UsageLimit, Outcome::UsageLimit),
+            (Verdict::RootRefusal, Outcome::Failure),
+        ] {
+            assert_eq!(verdict.outcome().0, outcome, "{verdict:?}");
+        }
+        assert_eq!(claim_of(&[event("build.done", "one\ntwo")]), Some("one".to_string()));
+    }
+}
