@@ -30,7 +30,8 @@ const BACKENDS: &[(&str, Backend)] = &[("claude", Backend::Claude), ("command", 
 /// What to do when the agent reports that its usage limit is reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UsageLimitPolicy {
-    /// Sleep until the reset time, then retry the session.
+    /// Sleep until the reset time, then retry the session. Accepted so that
+    /// existing files keep loading; this version stops either way.
     Wait,
     /// End the run.
     Stop,
@@ -151,7 +152,7 @@ impl Default for AgentConfig {
             args: Vec::new(),
             model: String::new(),
             stop_grace_seconds: 10,
-            usage_limit: UsageLimitPolicy::Wait,
+            usage_limit: UsageLimitPolicy::Stop,
             max_limit_wait_seconds: 21600,
         }
     }
@@ -171,13 +172,13 @@ impl Default for StallConfig {
 
 impl Default for ReviewConfig {
     fn default() -> Self {
-        ReviewConfig { enabled: true, max_loops: 3 }
+        ReviewConfig { enabled: false, max_loops: 3 }
     }
 }
 
 impl Default for QaConfig {
     fn default() -> Self {
-        QaConfig { enabled: true, max_iterations: 50, recurring_issue_threshold: 3 }
+        QaConfig { enabled: false, max_iterations: 50, recurring_issue_threshold: 3 }
     }
 }
 
@@ -646,7 +647,7 @@ mod tests {
                 args: vec!["--fast".to_string(), "two words".to_string()],
                 model: "opus".to_string(),
                 stop_grace_seconds: 16,
-                usage_limit: UsageLimitPolicy::Stop,
+                usage_limit: UsageLimitPolicy::Wait,
                 max_limit_wait_seconds: 17,
             },
             backpressure: BackpressureConfig {
@@ -658,8 +659,8 @@ mod tests {
                 max_no_commit_sessions: 18,
                 max_consecutive_failures: 19,
             },
-            review: ReviewConfig { enabled: false, max_loops: 20 },
-            qa: QaConfig { enabled: false, max_iterations: 21, recurring_issue_threshold: 22 },
+            review: ReviewConfig { enabled: true, max_loops: 20 },
+            qa: QaConfig { enabled: true, max_iterations: 21, recurring_issue_threshold: 22 },
             memory: MemoryConfig { max_bytes: 23 },
             background: BackgroundConfig {
                 status_file: PathBuf::from("s.json"),
@@ -693,10 +694,10 @@ mod tests {
 
     #[test]
     fn missing_keys_and_sections_keep_their_defaults() {
-        let config = parse("orchestrator:\n  max_iterations: 7\nreview:\nqa:\n  enabled: false\n");
+        let config = parse("orchestrator:\n  max_iterations: 7\nreview:\nqa:\n  enabled: true\n");
         let mut expected = Config::default();
         expected.orchestrator.max_iterations = 7;
-        expected.qa.enabled = false;
+        expected.qa.enabled = true;
         assert_eq!(config, expected);
         assert_eq!(parse(""), Config::default());
         assert_eq!(parse("# only a comment\n"), Config::default());
@@ -954,14 +955,14 @@ mod tests {
         new.orchestrator.max_iterations = 5;
         new.agent.model = "opus".to_string();
         new.backpressure.verify = vec!["make test".to_string()];
-        new.review.enabled = false;
+        new.review.enabled = true;
         assert_eq!(
             new.changes_from(&old),
             [
                 "orchestrator.max_iterations: 100 -> 5",
                 "agent.model: \"\" -> \"opus\"",
                 "backpressure.verify: [] -> [\"make test\"]",
-                "review.enabled: true -> false",
+                "review.enabled: false -> true",
             ]
         );
     }

@@ -25,26 +25,17 @@ use crate::text;
 pub enum Role {
     Initializer,
     Coder,
-    // The review and QA loops that start these are not in this version;
-    // their templates are built in and tested already.
-    #[allow(dead_code)]
-    Reviewer,
-    #[allow(dead_code)]
-    Qa,
+    // The reviewer and QA roles come with the review and QA loops, which
+    // are not in this version.
 }
 
 impl Role {
-    #[cfg(test)]
-    pub const ALL: [Role; 4] = [Role::Initializer, Role::Coder, Role::Reviewer, Role::Qa];
-
-    /// `initializer`, `coder`, `reviewer` or `qa`: the template's file name
+    /// `initializer` or `coder`: the template's file name
     /// and the agent's `RASEN_ROLE`.
     pub fn name(self) -> &'static str {
         match self {
             Role::Initializer => "initializer",
             Role::Coder => "coder",
-            Role::Reviewer => "reviewer",
-            Role::Qa => "qa",
         }
     }
 
@@ -52,8 +43,6 @@ impl Role {
         match self {
             Role::Initializer => include_str!("prompts/initializer.md"),
             Role::Coder => include_str!("prompts/coder.md"),
-            Role::Reviewer => include_str!("prompts/reviewer.md"),
-            Role::Qa => include_str!("prompts/qa.md"),
         }
     }
 }
@@ -76,9 +65,6 @@ pub const PLACEHOLDERS: &[&str] = &[
     "plan_schema",
     "plan_error",
     "evidence_required",
-    "diff",
-    "review_feedback",
-    "qa_issues",
 ];
 
 /// Where the initializer writes the plan, relative to the project root.
@@ -335,10 +321,12 @@ mod tests {
         PLACEHOLDERS.iter().map(|name| (*name, format!("<value of {name}>"))).collect()
     }
 
+    const ALL_ROLES: [Role; 2] = [Role::Initializer, Role::Coder];
+
     #[test]
     fn role_names_are_the_template_file_names() {
-        let names: Vec<&str> = Role::ALL.iter().map(|role| role.name()).collect();
-        assert_eq!(names, ["initializer", "coder", "reviewer", "qa"]);
+        let names: Vec<&str> = ALL_ROLES.iter().map(|role| role.name()).collect();
+        assert_eq!(names, ["initializer", "coder"]);
     }
 
     #[test]
@@ -366,7 +354,8 @@ mod tests {
 
     #[test]
     fn values_are_not_expanded_again() {
-        let text = render_text("{diff}|{task}", &[("diff", "+ {task} {unknown}"), ("task", "T")]);
+        let text =
+            render_text("{memories}|{task}", &[("memories", "+ {task} {unknown}"), ("task", "T")]);
         assert_eq!(text.unwrap(), "+ {task} {unknown}|T");
     }
 
@@ -386,7 +375,7 @@ mod tests {
             err.message
         );
         assert!(err.message.contains("{task}, {project_dir}"), "{}", err.message);
-        assert!(err.message.contains("{qa_issues}"), "{}", err.message);
+        assert!(err.message.contains("{evidence_required}"), "{}", err.message);
     }
 
     #[test]
@@ -399,9 +388,10 @@ mod tests {
 
     #[test]
     fn an_override_replaces_the_built_in_template() {
-        let project = Project::new("override").with_override(Role::Qa, "Check {task}.\n");
-        let prompt = render(&project.0, Role::Qa, &[("task", "the login".to_string())]).unwrap();
-        assert_eq!(prompt, "Check the login.\n");
+        let project = Project::new("override").with_override(Role::Initializer, "Plan {task}.\n");
+        let prompt =
+            render(&project.0, Role::Initializer, &[("task", "the login".to_string())]).unwrap();
+        assert_eq!(prompt, "Plan the login.\n");
         // Other roles keep the built-in template.
         let coder = render(&project.0, Role::Coder, &[]).unwrap();
         assert!(coder.contains("<event topic=\"build.done\">"));
@@ -410,9 +400,9 @@ mod tests {
     #[test]
     fn an_unknown_placeholder_in_an_override_names_the_file_and_line() {
         let project = Project::new("badoverride")
-            .with_override(Role::Reviewer, "Review:\n\n{diff}\n{feedback}\n");
-        let err = render(&project.0, Role::Reviewer, &[]).unwrap_err();
-        let path = override_path(&project.0, Role::Reviewer);
+            .with_override(Role::Coder, "Code:\n\n{memories}\n{feedback}\n");
+        let err = render(&project.0, Role::Coder, &[]).unwrap_err();
+        let path = override_path(&project.0, Role::Coder);
         let expected = format!("{}:4:1: unknown placeholder {{feedback}}", path.display());
         assert!(err.message.starts_with(&expected), "{}", err.message);
         assert_eq!(err.code, crate::error::EXIT_USAGE);
@@ -443,7 +433,7 @@ mod tests {
     #[test]
     fn every_built_in_template_renders_all_its_placeholders() {
         let project = Project::new("allbuiltins");
-        for role in Role::ALL {
+        for role in ALL_ROLES {
             let prompt = render(&project.0, role, &all_vars())
                 .unwrap_or_else(|e| panic!("{}: {}", role.name(), e.message));
             for name in PLACEHOLDERS {
@@ -462,12 +452,8 @@ mod tests {
 
     #[test]
     fn each_built_in_template_asks_for_its_own_events() {
-        let expected: [(Role, &[&str]); 4] = [
-            (Role::Initializer, &["init.done"]),
-            (Role::Coder, &["build.done", "build.blocked"]),
-            (Role::Reviewer, &["review.approved", "review.changes_requested"]),
-            (Role::Qa, &["qa.approved", "qa.rejected"]),
-        ];
+        let expected: [(Role, &[&str]); 2] =
+            [(Role::Initializer, &["init.done"]), (Role::Coder, &["build.done", "build.blocked"])];
         for (role, topics) in expected {
             let template = role.built_in_template();
             for topic in topics {

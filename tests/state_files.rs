@@ -239,7 +239,7 @@ fn status_file_with_a_bad_state_or_missing_field_is_reported_and_kept() {
     assert!(good.contains("\"status\": \"initialized\""), "{good}");
 
     p.write(STATUS_FILE, &good.replace("\"initialized\"", "\"sleeping\""));
-    let expected = ".rasen/status.json: status \"sleeping\" is not one of initialized, running, waiting, stopped, completed, failed";
+    let expected = ".rasen/status.json: status \"sleeping\" is not one of initialized, running, stopped, completed, failed";
     assert_state_error(&p, &["status"], expected);
     assert_run_and_resume_refuse(&p, expected);
 

@@ -26,9 +26,6 @@ state_words! {
     pub enum RunState {
         Initialized = "initialized",
         Running = "running",
-        /// Sleeping until an agent usage limit resets (`waiting_until`).
-        /// Not entered by this version: a usage limit ends the run.
-        Waiting = "waiting",
         Stopped = "stopped",
         Completed = "completed",
         Failed = "failed",
@@ -132,7 +129,7 @@ pub struct StatusFile {
     cost_usd: Option<f64>,
     /// The running agent (leader of its own session), or none.
     agent_pid: Option<i32>,
-    /// When the usage limit that ended (or pauses) the run resets.
+    /// When the usage limit that ended the run resets.
     waiting_until: Option<String>,
     /// HEAD when the task's first run started ("" in a repository without
     /// commits): `total_commits` counts from here, so commits made by a
@@ -420,7 +417,7 @@ mod tests {
         let dir = TempDir::new("status-roundtrip");
         let path = dir.join("status.json");
         let mut status = StatusFile::initialized();
-        status.status = RunState::Waiting;
+        status.status = RunState::Stopped;
         status.pid = Some(12345);
         status.iteration = 5;
         status.phase = Some(Phase::Verifying("make test".into()).to_text());
@@ -437,8 +434,8 @@ mod tests {
         let cases = [
             (
                 INITIALIZED.replace("\"initialized\"", "\"sleeping\""),
-                ": status \"sleeping\" is not one of initialized, running, waiting, stopped, \
-                 completed, failed",
+                ": status \"sleeping\" is not one of initialized, running, stopped, completed, \
+                 failed",
             ),
             (
                 INITIALIZED.replace("\"pid\": null", "\"pid\": \"123\""),

@@ -21,16 +21,14 @@ pub struct Report {
 
 /// What `rasen status` says of a project: one fixed word each, the
 /// `state` (and `status`) of `rasen status --json`: `not_initialized`,
-/// `running`, `waiting`, `crashed`, or the state a run that is not
-/// running recorded (`initialized`, `stopped`, `completed`, `failed`).
+/// `running`, `crashed`, or the state a run that is not running recorded
+/// (`initialized`, `stopped`, `completed`, `failed`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// No task here (no status.json, no task).
     NotInitialized,
     /// An orchestrator holds the run lock.
     Running,
-    /// Running, and sleeping until a usage limit resets.
-    Waiting,
     /// The last run died without recording an end (`kill -9`, power loss):
     /// its file says running, but nobody holds the run lock.
     Crashed,
@@ -43,7 +41,6 @@ impl State {
         match self {
             State::NotInitialized => "not_initialized",
             State::Running => "running",
-            State::Waiting => "waiting",
             State::Crashed => "crashed",
             State::Recorded(state) => state.as_str(),
         }
@@ -122,11 +119,9 @@ impl Report {
     /// crash.
     fn state(&self) -> State {
         let Some(file) = &self.file else { return State::NotInitialized };
-        let claims_running = matches!(file.status, RunState::Running | RunState::Waiting);
         match (&self.liveness, file.status) {
-            (Liveness::Running { .. }, RunState::Waiting) => State::Waiting,
             (Liveness::Running { .. }, _) => State::Running,
-            _ if claims_running => State::Crashed,
+            (_, RunState::Running) => State::Crashed,
             (_, recorded) => State::Recorded(recorded),
         }
     }
