@@ -160,7 +160,7 @@ impl<'a> Run<'a> {
         let previous = store::load::<StatusFile>(&project.status_file())?;
         let history = load_history(project)?;
         let mut status = previous.unwrap_or_else(StatusFile::initialized);
-        if let Some(agent) = crate::stop::stop_orphaned_agent(&status) {
+        if let Some(agent) = crate::process::stop_orphaned_agent(status.agent_pid) {
             log(&format!(
                 "stopped agent {agent} and its processes, left behind by a run that was killed"
             ));

@@ -8,8 +8,11 @@
 //!
 //! Everything here reads `/proc` (Linux); where it is missing, the
 //! functions find nothing and callers fall back to the process group.
+//! This module signals only the PIDs and sessions its callers name; it
+//! never decides whom to stop, and reads no state file.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::sys;
 
@@ -57,6 +60,22 @@ pub fn signal_session(session: i32, signal: i32) {
     for pid in session_members(session) {
         let _ = sys::kill(pid, signal);
     }
+}
+
+/// After a crash (`kill -9` of the orchestrator), its agent may still run:
+/// stop the agent's session (`agent_pid` as status.json recorded it) —
+/// SIGTERM, a short grace, SIGKILL. Call it only while holding the run
+/// lock, so that the recorded agent cannot be a live run's. Returns the
+/// agent's PID when there was something to stop.
+pub fn stop_orphaned_agent(agent_pid: Option<i32>) -> Option<i32> {
+    let agent = agent_pid.filter(|&a| session_alive(a))?;
+    signal_session(agent, libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while session_alive(agent) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal_session(agent, libc::SIGKILL);
+    Some(agent)
 }
 
 /// True when some process has `path` open (a scan of `/proc/*/fd`).

@@ -58,7 +58,7 @@ fn clean_up_after_a_dead_run(project: &Project) -> Result<i32> {
         say!("No daemon running");
     }
     if let Ok(Some(status)) = store::load::<StatusFile>(&project.status_file()) {
-        if let Some(agent) = stop_orphaned_agent(&status) {
+        if let Some(agent) = process::stop_orphaned_agent(status.agent_pid) {
             say!("Stopped agent {agent} and its processes, left behind by an orchestrator that was killed");
         }
     }
@@ -121,19 +121,4 @@ fn wait_until_stopped(project: &Project, timeout: Duration) -> Result<bool> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// After a crash (`kill -9` of the orchestrator), its agent may still run:
-/// stop the agent's session — SIGTERM, a short grace, SIGKILL. Only called
-/// while holding the run lock, so the recorded agent is not a live run's.
-/// Returns the agent's PID when there was something to stop.
-pub fn stop_orphaned_agent(status: &StatusFile) -> Option<i32> {
-    let agent = status.agent_pid.filter(|&a| process::session_alive(a))?;
-    process::signal_session(agent, libc::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while process::session_alive(agent) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    process::signal_session(agent, libc::SIGKILL);
-    Some(agent)
 }
