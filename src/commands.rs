@@ -10,10 +10,11 @@ use std::time::Duration;
 use crate::agent;
 use crate::clock;
 use crate::config::DEFAULT_CONFIG_YAML;
-use crate::daemon::{self, Liveness, RunLock};
+use crate::daemon;
 use crate::error::{Error, Result};
 use crate::git;
 use crate::history::{AttemptHistory, GoodCommits};
+use crate::lock::{self, Liveness, RunLock};
 use crate::logger;
 use crate::logs;
 use crate::orchestrator::{self, RunOptions};
@@ -46,8 +47,8 @@ status.json
 pub fn init(dir: &Path, task_arg: &str, force: bool) -> Result<i32> {
     let project = Project::open_here(dir)?;
     let task = read_task_argument(task_arg)?;
-    if let Liveness::Running { pid } = daemon::liveness(&project)? {
-        return Err(daemon::already_running(&project, pid));
+    if let Liveness::Running { pid } = lock::liveness(&project)? {
+        return Err(lock::already_running(&project, pid));
     }
     let replaced: Vec<_> =
         [project.task_file(), project.plan_file()].into_iter().filter(|p| p.exists()).collect();
@@ -164,8 +165,8 @@ pub fn run(dir: &Path, background: bool, options: RunOptions) -> Result<i32> {
 /// `rasen resume [--background]`.
 pub fn resume(dir: &Path, background: bool, options: RunOptions) -> Result<i32> {
     let project = Project::open(dir)?;
-    if let Liveness::Running { pid } = daemon::liveness(&project)? {
-        return Err(daemon::already_running(&project, pid));
+    if let Liveness::Running { pid } = lock::liveness(&project)? {
+        return Err(lock::already_running(&project, pid));
     }
     // A draft left by a planning session that was cut short is no plan
     // to resume (and may not even parse): the run sets it aside.
@@ -232,8 +233,8 @@ fn check_before_run(project: &Project) -> Result<()> {
 }
 
 fn refuse_if_running(project: &Project) -> Result<()> {
-    if let Liveness::Running { pid } = daemon::liveness(project)? {
-        return Err(daemon::already_running(project, pid));
+    if let Liveness::Running { pid } = lock::liveness(project)? {
+        return Err(lock::already_running(project, pid));
     }
     Ok(())
 }
@@ -310,7 +311,7 @@ fn run_as_daemon(project: &Project, options: &RunOptions, ready: daemon::Ready) 
 /// `rasen status [--json]`.
 pub fn status(dir: &Path, json: bool) -> Result<i32> {
     let project = Project::open_despite_config(dir, "show the status")?;
-    let liveness = daemon::liveness(&project)?;
+    let liveness = lock::liveness(&project)?;
     let mut file = store::load::<StatusFile>(&project.user_path(&project.status_file()))?;
     if file.is_none() && project.task_file().exists() {
         // status.json is a runtime file and may be gone (`git clean -fX`);

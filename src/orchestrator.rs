@@ -17,7 +17,6 @@
 //! every decision is one log line. This module decides; the modules it
 //! calls do the work (agent sessions, git, files).
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::agent::{self, OutputFormat, Progress, SessionEnd, SessionReport, SessionRequest};
@@ -757,7 +756,7 @@ impl<'a> Run<'a> {
                 }
             }
             status.last_activity = Some(clock::now_iso());
-            restore_pid_file(&pid_path);
+            crate::lock::restore_pid_file(&pid_path);
             let _ = store::save(&project_status_path, status);
         })?;
         self.status.agent_pid = None;
@@ -972,7 +971,7 @@ impl<'a> Run<'a> {
 
     fn save_status(&mut self) -> Result<()> {
         self.status.last_activity = Some(clock::now_iso());
-        restore_pid_file(&self.project.pid_file());
+        crate::lock::restore_pid_file(&self.project.pid_file());
         store::save(&self.project.status_file(), &self.status)
     }
 
@@ -1061,16 +1060,6 @@ fn check_root_refusal(report: &SessionReport) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// The PID file is a label for people and for systemd's `PIDFile=`; if it
-/// was deleted under a running orchestrator (`git clean -fX`), write it
-/// again. Only the run lock's holder runs the loop that calls this.
-fn restore_pid_file(path: &Path) {
-    if std::fs::symlink_metadata(path).is_err() {
-        let _ =
-            store::write_atomically(path, format!("{}\n", crate::sys::getpid()).as_bytes(), 0o644);
-    }
 }
 
 fn load_history(project: &Project) -> Result<AttemptHistory> {

@@ -9,7 +9,7 @@
 use miniserde::json::Value;
 use miniserde::{Deserialize, Serialize};
 
-use crate::daemon::Liveness;
+use crate::lock::Liveness;
 use crate::store::{Fields, Kind, StateFile};
 
 /// Where the run stands.
