@@ -17,7 +17,7 @@ use crate::history::{AttemptHistory, GoodCommits};
 use crate::lock::{self, Liveness, RunLock};
 use crate::logger;
 use crate::logs;
-use crate::orchestrator::{self, RunOptions};
+use crate::orchestrator::{self, Run, RunOptions};
 use crate::plan::{self, Next, Plan};
 use crate::project::Project;
 use crate::signals;
@@ -265,47 +265,24 @@ fn check_agent_command(project: &Project) -> Result<()> {
 /// Runs the loop here or as a daemon, with the run lock held throughout.
 fn start(project: Project, background: bool, options: RunOptions) -> Result<i32> {
     if background {
-        return daemon::run_in_background(&project, |lock, ready| {
-            let code = run_as_daemon(&project, &options, ready);
-            lock.release();
-            code
-        });
+        return daemon::run_in_background(&project, options);
     }
-    let lock = RunLock::acquire(&project)?;
-    let result = run_in_foreground(&project, &lock, &options);
-    lock.release(); // also when the start failed: no PID file is left behind
-    result
+    run_in_foreground(&project, options)
 }
 
-fn run_in_foreground(project: &Project, lock: &RunLock, options: &RunOptions) -> Result<i32> {
-    logger::open(&project.log_file(), true)?;
-    signals::install()
-        .map_err(|e| Error::failed(format!("cannot install signal handlers: {e}")))?;
-    lock.write_pid_file()?;
-    orchestrator::start(project, *options)?.run_to_end().map(|ending| ending.exit_code())
-}
-
-/// The daemon's body: the loop, telling the waiting `run --background`
-/// once it has started, or why it could not (so that the error reaches the
-/// terminal). Returns the exit code; later errors are in the log, where
-/// the loop says how every run ended.
-fn run_as_daemon(project: &Project, options: &RunOptions, ready: daemon::Ready) -> i32 {
-    if let Err(e) = logger::open(&project.log_file(), false) {
-        ready.failed(&e.message);
-        return e.code;
-    }
-    let run = match orchestrator::start(project, *options) {
-        Ok(run) => run,
-        Err(e) => {
-            ready.failed(&e.message);
-            return e.code;
-        }
-    };
-    ready.started();
-    match run.run_to_end() {
-        Ok(ending) => ending.exit_code(),
-        Err(e) => e.code,
-    }
+/// The loop in this process, top to bottom: the run lock, the log (echoed
+/// to the terminal), the signal handlers, the PID file, the loop's start
+/// and its run to the end. The lock is let go however it ended, so no PID
+/// file is left behind by a start that failed either.
+fn run_in_foreground(project: &Project, options: RunOptions) -> Result<i32> {
+    let lock = RunLock::acquire(project)?;
+    let ending = logger::open(&project.log_file(), true)
+        .and_then(|()| signals::install())
+        .and_then(|()| lock.write_pid_file())
+        .and_then(|()| orchestrator::start(project, options))
+        .and_then(Run::run_to_end);
+    lock.release();
+    ending.map(|ending| ending.exit_code())
 }
 
 /// `rasen status [--json]`.
@@ -341,8 +318,7 @@ pub fn logs(dir: &Path, lines: usize, follow: bool) -> Result<i32> {
     if follow {
         // Ctrl-C ends the follower quietly (exit 0), whatever disposition
         // of SIGINT rasen inherited.
-        signals::install()
-            .map_err(|e| Error::failed(format!("cannot install signal handlers: {e}")))?;
+        signals::install()?;
         logs::follow(&path, lines, &mut out)?;
     } else {
         logs::print_last_lines(&path, lines, &mut out)?;

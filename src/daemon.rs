@@ -1,34 +1,38 @@
-//! Becoming a daemon. Who is running (the run lock, the PID file) is
-//! `lock.rs`'s.
+//! Becoming a daemon: `run_in_background` is the whole sequence, one step
+//! per line, in the order it happens. In the calling process: print
+//! `Starting daemon…`, make the readiness pipe, fork, and wait on the pipe.
+//! In the child: setsid, fork again (so the daemon is not a session leader
+//! and can never reacquire a terminal), close the files it inherited,
+//! chdir to the project, umask without group/world write, stdin from
+//! /dev/null, stdout/stderr appended to the log, take the run lock, write
+//! the PID file, install the signal handlers, start the loop (state loaded,
+//! status.json saying running) — and only then write "ready" to the pipe.
+//! The waiting process prints `Daemon started with PID N` and exits 0 only
+//! after reading it; any failure on the way is sent through the same pipe
+//! and printed by it, so errors reach the terminal. No sleep-and-hope.
 //!
-//! **Daemonizing** follows the classic sequence, one step per line in
-//! `become_daemon`: fork, setsid, fork again (so the daemon is not a session
-//! leader and can never reacquire a terminal), stdin from /dev/null,
-//! stdout/stderr appended to the log, umask without group/world write, lock,
-//! PID file, signal handlers, the loop's start (state loaded, status.json
-//! saying running) — and only then "ready" is written to a pipe on which
-//! the original process waits. That process prints `Daemon started
-//! with PID N` and exits 0 only after reading it; any failure on the way is
-//! sent through the same pipe and printed by it, so errors reach the
-//! terminal. No sleep-and-hope anywhere.
+//! Layering: this module sits above the loop. It starts the run itself
+//! (`orchestrator::start`, then `Run::run_to_end`) so that "ready" is said
+//! between the two, and below it the loop never knows whether it runs in a
+//! daemon. Only `commands` calls in here. Who is running (the run lock,
+//! the PID file) is `lock`'s; this module never decides anything about the
+//! run and never writes a state file itself.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::lock::RunLock;
+use crate::orchestrator::{self, RunOptions};
 use crate::project::Project;
 use crate::{logger, signals, sys};
 
-/// Starts `body` as a daemon and reports in the calling process: returns
-/// the exit code for the caller (0 once the daemon said it is ready). In
-/// the daemon itself this never returns: it exits with `body`'s code.
-pub fn run_in_background(
-    project: &Project,
-    body: impl FnOnce(RunLock, Ready) -> i32,
-) -> Result<i32> {
+/// `run --background`, top to bottom. In the calling process, returns the
+/// exit code (0 once the daemon said it is ready). In the daemon, never
+/// returns: the process exits with the run's exit code.
+pub fn run_in_background(project: &Project, options: RunOptions) -> Result<i32> {
     say!(
         "Starting daemon... (PID file: {}, log: {})",
         project.show(&project.pid_file()),
@@ -37,98 +41,105 @@ pub fn run_in_background(
     flush_stdio();
     let (ready_read, ready_write) =
         sys::pipe().map_err(|e| Error::failed(format!("cannot create a pipe: {e}")))?;
-    match sys::fork().map_err(|e| Error::failed(format!("cannot fork: {e}")))? {
-        sys::Fork::Parent(child) => {
-            drop(ready_write);
-            let report = read_readiness(ready_read);
-            let _ = sys::wait_for_child(child); // the short-lived first child
-            match report {
-                Readiness::Ready(pid) => {
-                    say!("Daemon started with PID {pid}");
-                    Ok(0)
-                }
-                Readiness::Failed(message) => Err(Error::failed(message)),
-                Readiness::Silent => Err(Error::failed(format!(
-                    "the daemon exited during startup without a word; see {}",
-                    project.show(&project.log_file())
-                ))),
+    let first_fork = sys::fork().map_err(|e| Error::failed(format!("cannot fork: {e}")))?;
+    if let sys::Fork::Parent(child) = first_fork {
+        // The calling process: wait for the daemon's word, then say it.
+        drop(ready_write);
+        let readiness = read_readiness(ready_read);
+        let _ = sys::wait_for_child(child); // the short-lived first child
+        return match readiness {
+            Readiness::Ready(pid) => {
+                say!("Daemon started with PID {pid}");
+                Ok(0)
             }
-        }
-        sys::Fork::Child => {
-            drop(ready_read);
-            let code = become_daemon(project, ready_write, body);
-            flush_stdio();
-            sys::exit_immediately(code)
-        }
+            Readiness::Failed(message) => Err(Error::failed(message)),
+            Readiness::Silent => Err(Error::failed(format!(
+                "the daemon exited during startup without a word; see {}",
+                project.show(&project.log_file())
+            ))),
+        };
     }
-}
 
-/// The daemon side, from the first child on. Returns the exit code.
-fn become_daemon(
-    project: &Project,
-    ready: OwnedFd,
-    body: impl FnOnce(RunLock, Ready) -> i32,
-) -> i32 {
-    let mut ready = File::from(ready);
-    if let Err(e) = sys::setsid() {
-        return report_failure(&mut ready, &format!("setsid failed: {e}"));
+    // The first child: from here on, a failure goes through the pipe.
+    drop(ready_read);
+    let mut ready = Ready(File::from(ready_write));
+    ready.or_exit(sys::setsid().map_err(|e| Error::failed(format!("setsid failed: {e}"))));
+    let second_fork = sys::fork().map_err(|e| Error::failed(format!("second fork failed: {e}")));
+    if let sys::Fork::Parent(_) = ready.or_exit(second_fork) {
+        sys::exit_immediately(0); // the grandchild carries on
     }
-    match sys::fork() {
-        Ok(sys::Fork::Parent(_)) => sys::exit_immediately(0), // the grandchild carries on
-        Ok(sys::Fork::Child) => {}
-        Err(e) => return report_failure(&mut ready, &format!("second fork failed: {e}")),
-    }
-    sys::close_inherited_fds(ready.as_raw_fd()); // the caller's files and pipes
-    let lock = match prepare_daemon_process(project) {
-        Ok(lock) => lock,
-        Err(e) => return report_failure(&mut ready, &e.message),
+
+    // The daemon.
+    sys::close_inherited_fds(ready.0.as_raw_fd()); // the caller's files and pipes
+    ready.or_exit(
+        std::env::set_current_dir(&project.root)
+            .map_err(|e| Error::io(&project.root, "cannot chdir", e)),
+    );
+    let caller_umask = sys::set_umask(0o022);
+    sys::set_umask(caller_umask | 0o022);
+    let devnull = ready.or_exit(
+        File::open("/dev/null").map_err(|e| Error::io(Path::new("/dev/null"), "cannot open", e)),
+    );
+    let log = ready.or_exit(logger::open_for_append(&project.log_file()));
+    ready.or_exit(redirect(&devnull, libc::STDIN_FILENO, "stdin"));
+    ready.or_exit(redirect(&log, libc::STDOUT_FILENO, "stdout"));
+    ready.or_exit(redirect(&log, libc::STDERR_FILENO, "stderr"));
+    drop((devnull, log)); // fds 0, 1 and 2 keep the files open
+    let lock = ready.or_exit(RunLock::acquire(project));
+    ready.or_exit(lock.write_pid_file());
+    ready.or_exit(signals::install());
+    let started = logger::open(&project.log_file(), false)
+        .and_then(|()| orchestrator::start(project, options));
+    let code = match started {
+        Ok(run) => {
+            ready.started();
+            // From here on, the loop's log says how the run ended.
+            run.run_to_end().map_or_else(|e| e.code, |ending| ending.exit_code())
+        }
+        Err(e) => {
+            ready.failed(&e.message);
+            e.code
+        }
     };
-    body(lock, Ready(ready))
+    lock.release();
+    flush_stdio();
+    sys::exit_immediately(code)
 }
 
-/// The daemon's word to the process waiting for it: given once the loop
-/// has started (its state loaded, status.json saying running), or the
-/// error that stopped it first. Dropped unused, the waiting process hears
-/// nothing and says so.
-pub struct Ready(File);
+/// The write end of the readiness pipe: the daemon's one line to the
+/// process waiting for it, `ready PID` or `error MESSAGE`. Closed unused
+/// (the daemon died), the waiting process hears nothing and says so.
+struct Ready(File);
 
 impl Ready {
-    pub fn started(mut self) {
+    /// The value of a startup step that worked. For one that failed: sends
+    /// its error to the waiting process and leaves, as an intermediate
+    /// process must, without running anything the parent still owns.
+    fn or_exit<T>(&mut self, step: Result<T>) -> T {
+        match step {
+            Ok(value) => value,
+            Err(e) => {
+                let _ = writeln!(self.0, "error {}", e.message);
+                flush_stdio();
+                sys::exit_immediately(e.code)
+            }
+        }
+    }
+
+    /// The loop has started: its state loaded, status.json saying running.
+    fn started(mut self) {
         let _ = writeln!(self.0, "ready {}", sys::getpid());
     }
 
-    pub fn failed(mut self, message: &str) {
-        report_failure(&mut self.0, message);
+    fn failed(mut self, message: &str) {
+        let _ = writeln!(self.0, "error {message}");
     }
 }
 
-/// Everything between the second fork and "ready", in order.
-fn prepare_daemon_process(project: &Project) -> Result<RunLock> {
-    std::env::set_current_dir(&project.root)
-        .map_err(|e| Error::io(&project.root, "cannot chdir", e))?;
-    // Keep the caller's umask, minus group and world write.
-    let old = sys::set_umask(0o022);
-    sys::set_umask(old | 0o022);
-    let devnull =
-        File::open("/dev/null").map_err(|e| Error::io(Path::new("/dev/null"), "cannot open", e))?;
-    let log = logger::open_for_append(&project.log_file())?;
-    let redirect = |from: &File, to, name| {
-        sys::redirect_fd(from, to)
-            .map_err(|e| Error::failed(format!("cannot redirect {name}: {e}")))
-    };
-    redirect(&devnull, libc::STDIN_FILENO, "stdin")?;
-    redirect(&log, libc::STDOUT_FILENO, "stdout")?;
-    redirect(&log, libc::STDERR_FILENO, "stderr")?;
-    let lock = RunLock::acquire(project)?;
-    lock.write_pid_file()?;
-    signals::install()
-        .map_err(|e| Error::failed(format!("cannot install signal handlers: {e}")))?;
-    Ok(lock)
-}
-
-fn report_failure(ready: &mut File, message: &str) -> i32 {
-    let _ = writeln!(ready, "error {message}");
-    crate::error::EXIT_FAILED
+/// Points standard stream `to` (named `name` in errors) at `from`'s file.
+fn redirect(from: &File, to: RawFd, name: &str) -> Result<()> {
+    sys::redirect_fd(&from.as_fd(), to)
+        .map_err(|e| Error::failed(format!("cannot redirect {name}: {e}")))
 }
 
 enum Readiness {

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::error::{Error, Result};
 use crate::sys;
 
 static SHUTDOWN_SIGNAL: AtomicI32 = AtomicI32::new(0);
@@ -40,7 +41,11 @@ extern "C" fn on_reload_signal(_signal: libc::c_int) {
 
 /// Creates the self-pipe, then installs the handlers (in that order, so a
 /// handler never sees a missing pipe). Call once, before the loop starts.
-pub fn install() -> io::Result<()> {
+pub fn install() -> Result<()> {
+    install_handlers().map_err(|e| Error::failed(format!("cannot install signal handlers: {e}")))
+}
+
+fn install_handlers() -> io::Result<()> {
     if WAKE_READ.get().is_none() {
         let (read, write) = sys::pipe()?;
         sys::set_nonblocking(&read)?;
