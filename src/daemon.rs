@@ -20,7 +20,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -41,7 +41,11 @@ pub fn run_in_background(project: &Project, options: RunOptions) -> Result<i32> 
     flush_stdio();
     let (ready_read, ready_write) =
         sys::pipe().map_err(|e| Error::failed(format!("cannot create a pipe: {e}")))?;
-    let first_fork = sys::fork().map_err(|e| Error::failed(format!("cannot fork: {e}")))?;
+    // SAFETY: rasen has started no thread (git and the agent are child
+    // processes, waits are polls), stdio is flushed just above, and no
+    // child returns from this function: each ends in exit_immediately.
+    let first_fork =
+        unsafe { sys::fork() }.map_err(|e| Error::failed(format!("cannot fork: {e}")))?;
     if let sys::Fork::Parent(child) = first_fork {
         // The calling process: wait for the daemon's word, then say it.
         drop(ready_write);
@@ -64,30 +68,40 @@ pub fn run_in_background(project: &Project, options: RunOptions) -> Result<i32> 
     drop(ready_read);
     let mut ready = Ready(File::from(ready_write));
     ready.or_exit(sys::setsid().map_err(|e| Error::failed(format!("setsid failed: {e}"))));
-    let second_fork = sys::fork().map_err(|e| Error::failed(format!("second fork failed: {e}")));
+    // SAFETY: still the one thread, nothing printed since the flush, and
+    // neither process returns from this function.
+    let second_fork =
+        unsafe { sys::fork() }.map_err(|e| Error::failed(format!("second fork failed: {e}")));
     if let sys::Fork::Parent(_) = ready.or_exit(second_fork) {
         sys::exit_immediately(0); // the grandchild carries on
     }
 
     // The daemon.
-    sys::close_inherited_fds(ready.0.as_raw_fd()); // the caller's files and pipes
+    // SAFETY: the daemon has just been forked and has opened nothing: the
+    // only fd from 3 up that a Rust object owns is the pipe's write end,
+    // kept; the others are the caller's files and pipes, which nothing
+    // here refers to (the logger and the signal pipe are opened later).
+    unsafe { sys::close_inherited_fds(ready.0.as_fd()) };
     ready.or_exit(
         std::env::set_current_dir(&project.root)
             .map_err(|e| Error::io(&project.root, "cannot chdir", e)),
     );
+    // Keep the caller's umask, minus group and world write.
     let caller_umask = sys::set_umask(0o022);
     sys::set_umask(caller_umask | 0o022);
     let devnull = ready.or_exit(
         File::open("/dev/null").map_err(|e| Error::io(Path::new("/dev/null"), "cannot open", e)),
     );
     let log = ready.or_exit(logger::open_for_append(&project.log_file()));
-    ready.or_exit(redirect(&devnull, libc::STDIN_FILENO, "stdin"));
-    ready.or_exit(redirect(&log, libc::STDOUT_FILENO, "stdout"));
-    ready.or_exit(redirect(&log, libc::STDERR_FILENO, "stderr"));
+    ready.or_exit(redirect(&devnull, io::stdin().as_fd(), "stdin"));
+    ready.or_exit(redirect(&log, io::stdout().as_fd(), "stdout"));
+    ready.or_exit(redirect(&log, io::stderr().as_fd(), "stderr"));
     drop((devnull, log)); // fds 0, 1 and 2 keep the files open
     let lock = ready.or_exit(RunLock::acquire(project));
     ready.or_exit(lock.write_pid_file());
     ready.or_exit(signals::install());
+    // The loop's start: state loaded, an orphaned agent stopped, status.json
+    // saying running. Only then is the daemon ready.
     let started = logger::open(&project.log_file(), false)
         .and_then(|()| orchestrator::start(project, options));
     let code = match started {
@@ -137,8 +151,8 @@ impl Ready {
 }
 
 /// Points standard stream `to` (named `name` in errors) at `from`'s file.
-fn redirect(from: &File, to: RawFd, name: &str) -> Result<()> {
-    sys::redirect_fd(&from.as_fd(), to)
+fn redirect(from: &File, to: BorrowedFd<'_>, name: &str) -> Result<()> {
+    sys::redirect_fd(from.as_fd(), to)
         .map_err(|e| Error::failed(format!("cannot redirect {name}: {e}")))
 }
 

@@ -17,6 +17,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
+use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -65,7 +66,7 @@ impl RunLock {
     pub fn try_acquire(project: &Project) -> Result<Option<RunLock>> {
         let dir = open_rasen_dir(project)?;
         let path = project.rasen_dir();
-        if sys::try_lock_exclusive(&dir).map_err(|e| Error::io(&path, "cannot lock", e))? {
+        if sys::try_lock_exclusive(dir.as_fd()).map_err(|e| Error::io(&path, "cannot lock", e))? {
             return Ok(Some(RunLock { _dir: dir, pid_file: project.pid_file() }));
         }
         Ok(None)
@@ -125,8 +126,8 @@ pub fn liveness(project: &Project) -> Result<Liveness> {
     };
     // A shared lock succeeds unless someone holds the exclusive one; it is
     // released again when `dir` is dropped at the end of this function.
-    let free =
-        sys::try_lock_shared(&dir).map_err(|e| Error::io(&path, "cannot query the lock", e))?;
+    let free = sys::try_lock_shared(dir.as_fd())
+        .map_err(|e| Error::io(&path, "cannot query the lock", e))?;
     Ok(match (free, left_behind) {
         (false, _) => Liveness::Running { pid: process::flock_holder(&path).or(pid) },
         (true, true) => Liveness::Stale { pid },

@@ -116,6 +116,8 @@ fn holder_in_line(line: &str, id: &str) -> Option<i32> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsFd;
+
     use super::*;
 
     #[test]
@@ -132,7 +134,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = std::fs::File::open(&dir).unwrap();
         assert_eq!(flock_holder(&dir), None);
-        assert!(sys::try_lock_exclusive(&file).unwrap());
+        assert!(sys::try_lock_exclusive(file.as_fd()).unwrap());
         assert_eq!(flock_holder(&dir), Some(sys::getpid()));
         drop(file);
         assert_eq!(flock_holder(&dir), None);

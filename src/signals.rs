@@ -9,7 +9,7 @@
 //! configuration to be re-read at the next safe point.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -87,7 +87,7 @@ pub fn wake_fd() -> Option<RawFd> {
 /// Empties the self-pipe after a wake-up (the facts stay in the atomics).
 pub fn drain_wake_pipe() {
     if let Some(fd) = WAKE_READ.get() {
-        sys::drain_nonblocking(fd.as_raw_fd());
+        sys::drain_nonblocking(fd.as_fd());
     }
 }
 
