@@ -1,10 +1,10 @@
-//! The few libc calls rasen needs that std does not offer, each wrapped once
-//! in a safe function. Errors come back as `io::Error` (errno), never as
-//! -1. An fd that is borrowed is a `BorrowedFd` (or `impl AsFd`), one whose
-//! ownership moves is an `OwnedFd`; a bare `RawFd` is left only where no
-//! Rust object owns the number (the leaked self-pipe end a signal handler
-//! writes to, the fds listed in `/proc/self/fd`) and in `poll_readable`,
-//! where a stale number is harmless.
+//! The few libc calls rasen needs that std does not offer, each wrapped once,
+//! in a safe function wherever it can be. Errors come back as `io::Error`
+//! (errno), never as -1. An fd that is borrowed is a `BorrowedFd` (or
+//! `impl AsFd`), one whose ownership moves is an `OwnedFd`. A bare `RawFd`
+//! is left only where no Rust object owns the number (the leaked self-pipe
+//! end a signal handler writes to, the fds listed in `/proc/self/fd`) and
+//! in `poll_readable`, which only reads the numbers it is given.
 //!
 //! The rule for `unsafe`: every `unsafe` block in rasen lives here and
 //! says why it is sound, with one exception. Two wrappers cannot be made
@@ -12,7 +12,8 @@
 //! [`fork`] and [`close_inherited_fds`] are `unsafe fn`s whose `# Safety`
 //! section lists those preconditions, and each call (in `daemon.rs` only)
 //! is an `unsafe { }` block with a `// SAFETY:` comment saying why they
-//! hold there. Nothing here decides anything: each function does one call.
+//! hold there. This module never decides anything for rasen: each function
+//! is one libc call, or a fixed handful of them, and its error handling.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
