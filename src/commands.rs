@@ -10,15 +10,16 @@ use std::time::Duration;
 use crate::agent;
 use crate::clock;
 use crate::config::DEFAULT_CONFIG_YAML;
-use crate::daemon::{self, Liveness, RunLock};
+use crate::daemon;
 use crate::error::{Error, Result};
 use crate::git;
 use crate::history::{AttemptHistory, GoodCommits};
+use crate::lock::{self, Liveness, RunLock};
 use crate::logger;
 use crate::logs;
 use crate::plan::{self, Next, Plan};
 use crate::project::Project;
-use crate::run::{self, RunOptions};
+use crate::run::{self, Run, RunOptions};
 use crate::signals;
 use crate::status::{self, StatusFile};
 use crate::store;
@@ -46,8 +47,8 @@ status.json
 pub fn init(dir: &Path, task_arg: &str, force: bool) -> Result<i32> {
     let project = Project::open_here(dir)?;
     let task = read_task_argument(task_arg)?;
-    if let Liveness::Running { pid } = daemon::liveness(&project)? {
-        return Err(daemon::already_running(&project, pid));
+    if let Liveness::Running { pid } = lock::liveness(&project)? {
+        return Err(lock::already_running(&project, pid));
     }
     let replaced: Vec<_> =
         [project.task_file(), project.plan_file()].into_iter().filter(|p| p.exists()).collect();
@@ -164,8 +165,8 @@ pub fn run(dir: &Path, background: bool, options: RunOptions) -> Result<i32> {
 /// `rasen resume [--background]`.
 pub fn resume(dir: &Path, background: bool, options: RunOptions) -> Result<i32> {
     let project = Project::open(dir)?;
-    if let Liveness::Running { pid } = daemon::liveness(&project)? {
-        return Err(daemon::already_running(&project, pid));
+    if let Liveness::Running { pid } = lock::liveness(&project)? {
+        return Err(lock::already_running(&project, pid));
     }
     // A draft left by a planning session that was cut short is no plan
     // to resume (and may not even parse): the run sets it aside.
@@ -232,8 +233,8 @@ fn check_before_run(project: &Project) -> Result<()> {
 }
 
 fn refuse_if_running(project: &Project) -> Result<()> {
-    if let Liveness::Running { pid } = daemon::liveness(project)? {
-        return Err(daemon::already_running(project, pid));
+    if let Liveness::Running { pid } = lock::liveness(project)? {
+        return Err(lock::already_running(project, pid));
     }
     Ok(())
 }
@@ -264,53 +265,30 @@ fn check_agent_command(project: &Project) -> Result<()> {
 /// Runs the loop here or as a daemon, with the run lock held throughout.
 fn start(project: Project, background: bool, options: RunOptions) -> Result<i32> {
     if background {
-        return daemon::run_in_background(&project, |lock, ready| {
-            let code = run_as_daemon(&project, &options, ready);
-            lock.release();
-            code
-        });
+        return daemon::run_in_background(&project, options);
     }
-    let lock = RunLock::acquire(&project)?;
-    let result = run_in_foreground(&project, &lock, &options);
-    lock.release(); // also when the start failed: no PID file is left behind
-    result
+    run_in_foreground(&project, options)
 }
 
-fn run_in_foreground(project: &Project, lock: &RunLock, options: &RunOptions) -> Result<i32> {
-    logger::open(&project.log_file(), true)?;
-    signals::install()
-        .map_err(|e| Error::failed(format!("cannot install signal handlers: {e}")))?;
-    lock.write_pid_file()?;
-    run::start(project, *options)?.run_to_end().map(|ending| ending.exit_code())
-}
-
-/// The daemon's body: the loop, telling the waiting `run --background`
-/// once it has started, or why it could not (so that the error reaches the
-/// terminal). Returns the exit code; later errors are in the log, where
-/// the loop says how every run ended.
-fn run_as_daemon(project: &Project, options: &RunOptions, ready: daemon::Ready) -> i32 {
-    if let Err(e) = logger::open(&project.log_file(), false) {
-        ready.failed(&e.message);
-        return e.code;
-    }
-    let run = match run::start(project, *options) {
-        Ok(run) => run,
-        Err(e) => {
-            ready.failed(&e.message);
-            return e.code;
-        }
-    };
-    ready.started();
-    match run.run_to_end() {
-        Ok(ending) => ending.exit_code(),
-        Err(e) => e.code,
-    }
+/// The loop in this process, top to bottom: the run lock, the log (echoed
+/// to the terminal), the signal handlers, the PID file, the loop's start
+/// and its run to the end. The lock is let go however it ended, so no PID
+/// file is left behind by a start that failed either.
+fn run_in_foreground(project: &Project, options: RunOptions) -> Result<i32> {
+    let lock = RunLock::acquire(project)?;
+    let ending = logger::open(&project.log_file(), true)
+        .and_then(|()| signals::install())
+        .and_then(|()| lock.write_pid_file())
+        .and_then(|()| run::start(project, options))
+        .and_then(Run::run_to_end);
+    lock.release();
+    ending.map(|ending| ending.exit_code())
 }
 
 /// `rasen status [--json]`.
 pub fn status(dir: &Path, json: bool) -> Result<i32> {
     let project = Project::open_despite_config(dir, "show the status")?;
-    let liveness = daemon::liveness(&project)?;
+    let liveness = lock::liveness(&project)?;
     let mut file = store::load::<StatusFile>(&project.user_path(&project.status_file()))?;
     if file.is_none() && project.task_file().exists() {
         // status.json is a runtime file and may be gone (`git clean -fX`);
@@ -339,8 +317,7 @@ pub fn logs(dir: &Path, lines: usize, follow: bool) -> Result<i32> {
     if follow {
         // Ctrl-C ends the follower quietly (exit 0), whatever disposition
         // of SIGINT rasen inherited.
-        signals::install()
-            .map_err(|e| Error::failed(format!("cannot install signal handlers: {e}")))?;
+        signals::install()?;
         logs::follow(&path, lines, &mut out)?;
     } else {
         logs::print_last_lines(&path, lines, &mut out)?;

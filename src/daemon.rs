@@ -1,173 +1,38 @@
-//! Who is running, and becoming a daemon.
+//! Becoming a daemon: `run_in_background` is the whole sequence, one step
+//! per line, in the order it happens. In the calling process: print
+//! `Starting daemon…`, make the readiness pipe, fork, and wait on the pipe.
+//! In the child: setsid, fork again (so the daemon is not a session leader
+//! and can never reacquire a terminal), close the files it inherited,
+//! chdir to the project, umask without group/world write, stdin from
+//! /dev/null, stdout/stderr appended to the log, take the run lock, write
+//! the PID file, install the signal handlers, start the loop (state loaded,
+//! status.json saying running) — and only then write "ready" to the pipe.
+//! The waiting process prints `Daemon started with PID N` and exits 0 only
+//! after reading it; any failure on the way is sent through the same pipe
+//! and printed by it, so errors reach the terminal. No sleep-and-hope.
 //!
-//! **The run lock.** An orchestrator, foreground or background, holds an
-//! exclusive `flock` on the `.rasen` directory itself for its whole life.
-//! A directory is not renamed or cleaned away by `git clean -fX` or an
-//! `rm .rasen/*`, so every process that opens it locks the same inode.
-//! "Is it running?" is answered by that lock alone: the kernel drops it the
-//! instant the process dies (even by `kill -9`, even while it is still an
-//! unreaped zombie), so a stale PID file is always recognised and a reused
-//! PID is never mistaken for the daemon. Who holds it is asked of the
-//! kernel too (`/proc/locks`); the PID file is only a label: written after
-//! the lock is taken, removed before it is let go, never trusted alone.
-//!
-//! **Daemonizing** follows the classic sequence, one step per line in
-//! `become_daemon`: fork, setsid, fork again (so the daemon is not a session
-//! leader and can never reacquire a terminal), stdin from /dev/null,
-//! stdout/stderr appended to the log, umask without group/world write, lock,
-//! PID file, signal handlers, the loop's start (state loaded, status.json
-//! saying running) — and only then "ready" is written to a pipe on which
-//! the original process waits. That process prints `Daemon started
-//! with PID N` and exits 0 only after reading it; any failure on the way is
-//! sent through the same pipe and printed by it, so errors reach the
-//! terminal. No sleep-and-hope anywhere.
+//! Layering: this module sits above the loop. It starts the run itself
+//! (`run::start`, then `Run::run_to_end`) so that "ready" is said
+//! between the two, and below it the loop never knows whether it runs in a
+//! daemon. Only `commands` calls in here. Who is running (the run lock,
+//! the PID file) is `lock`'s; this module never decides anything about the
+//! run and never writes a state file itself.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::lock::RunLock;
 use crate::project::Project;
-use crate::{logger, process, signals, store, sys};
+use crate::run::{self, RunOptions};
+use crate::{logger, signals, sys};
 
-/// The exclusive lock of a running orchestrator, on the `.rasen`
-/// directory itself. Dropping it (or the process dying) releases it;
-/// `release` also removes the PID file first.
-pub struct RunLock {
-    _dir: File,
-    pid_file: std::path::PathBuf,
-}
-
-/// What the run lock and PID file say about a project.
-#[derive(Debug, PartialEq)]
-pub enum Liveness {
-    /// The lock is held, by `pid` when the kernel (`/proc/locks`) or else
-    /// the PID file can say who.
-    Running { pid: Option<i32> },
-    /// Nobody holds the lock, but a PID file was left behind.
-    Stale { pid: Option<i32> },
-    /// Nobody holds the lock and there is no PID file.
-    NotRunning,
-}
-
-impl RunLock {
-    /// Takes the run lock, or says who has it. A `status` probing with a
-    /// shared lock at the same instant can make one attempt fail, so a
-    /// failed attempt is retried briefly before refusing.
-    pub fn acquire(project: &Project) -> Result<RunLock> {
-        for attempt in 0..10 {
-            if let Some(lock) = RunLock::try_acquire(project)? {
-                return Ok(lock);
-            }
-            if attempt < 9 {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        Err(already_running(project, None))
-    }
-
-    /// Takes the run lock if nobody holds it.
-    pub fn try_acquire(project: &Project) -> Result<Option<RunLock>> {
-        let dir = open_rasen_dir(project)?;
-        let path = project.rasen_dir();
-        if sys::try_lock_exclusive(&dir).map_err(|e| Error::io(&path, "cannot lock", e))? {
-            return Ok(Some(RunLock { _dir: dir, pid_file: project.pid_file() }));
-        }
-        Ok(None)
-    }
-
-    /// Writes this process's PID into the PID file (atomically, 0644).
-    pub fn write_pid_file(&self) -> Result<()> {
-        let text = format!("{}\n", sys::getpid());
-        store::write_atomically(&self.pid_file, text.as_bytes(), 0o644)
-    }
-
-    /// Removes the PID file, then lets the lock go.
-    pub fn release(self) {
-        let _ = std::fs::remove_file(&self.pid_file);
-    }
-}
-
-/// The refusal given when an orchestrator already runs on the project,
-/// naming its PID: the kernel's lock holder, else the PID file (which the
-/// holder writes just after taking the lock: give it a moment).
-pub fn already_running(project: &Project, known: Option<i32>) -> Error {
-    let pid = known
-        .or_else(|| process::flock_holder(&project.rasen_dir()))
-        .or_else(|| wait_for_pid_file(project, Duration::from_secs(1)));
-    let who = pid.map(|p| format!(" with PID {p}")).unwrap_or_default();
-    Error::failed(format!(
-        "already running{who} on {} (see 'rasen status'; stop it with 'rasen stop')",
-        project.root.display()
-    ))
-}
-
-/// The PID in the PID file, polled for at most `timeout`.
-fn wait_for_pid_file(project: &Project, timeout: Duration) -> Option<i32> {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let pid = read_pid_file(&project.pid_file());
-        if pid.is_some() || std::time::Instant::now() >= deadline {
-            return pid;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Asks the run lock whether an orchestrator runs, without disturbing it.
-pub fn liveness(project: &Project) -> Result<Liveness> {
-    let pid_file = project.pid_file();
-    let pid = read_pid_file(&pid_file);
-    // A PID file nobody holds the lock for is stale, even one whose
-    // content is garbage: `stop` must still clean it up.
-    let left_behind = pid.is_some() || std::fs::symlink_metadata(&pid_file).is_ok();
-    let path = project.rasen_dir();
-    let dir = match File::open(&path) {
-        Ok(dir) => dir,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok(if left_behind { Liveness::Stale { pid } } else { Liveness::NotRunning });
-        }
-        Err(e) => return Err(Error::io(&path, "cannot open", e)),
-    };
-    // A shared lock succeeds unless someone holds the exclusive one; it is
-    // released again when `dir` is dropped at the end of this function.
-    let free =
-        sys::try_lock_shared(&dir).map_err(|e| Error::io(&path, "cannot query the lock", e))?;
-    Ok(match (free, left_behind) {
-        (false, _) => Liveness::Running { pid: process::flock_holder(&path).or(pid) },
-        (true, true) => Liveness::Stale { pid },
-        (true, false) => Liveness::NotRunning,
-    })
-}
-
-/// The PID in a PID file, if the file exists, is a regular file (not a
-/// symlink) and holds a positive number.
-pub fn read_pid_file(path: &Path) -> Option<i32> {
-    let mut file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path).ok()?;
-    let mut text = String::new();
-    file.read_to_string(&mut text).ok()?;
-    text.trim().parse::<i32>().ok().filter(|pid| *pid > 0)
-}
-
-/// The PID file is a label for people and for systemd's `PIDFile=`; if it
-/// was deleted under a running orchestrator (`git clean -fX`), write it
-/// again. Only the run lock's holder runs the loop that calls this.
-pub fn restore_pid_file(path: &Path) {
-    if std::fs::symlink_metadata(path).is_err() {
-        let _ = store::write_atomically(path, format!("{}\n", sys::getpid()).as_bytes(), 0o644);
-    }
-}
-
-/// Starts `body` as a daemon and reports in the calling process: returns
-/// the exit code for the caller (0 once the daemon said it is ready). In
-/// the daemon itself this never returns: it exits with `body`'s code.
-pub fn run_in_background(
-    project: &Project,
-    body: impl FnOnce(RunLock, Ready) -> i32,
-) -> Result<i32> {
+/// `run --background`, top to bottom. In the calling process, returns the
+/// exit code (0 once the daemon said it is ready). In the daemon, never
+/// returns: the process exits with the run's exit code.
+pub fn run_in_background(project: &Project, options: RunOptions) -> Result<i32> {
     say!(
         "Starting daemon... (PID file: {}, log: {})",
         project.show(&project.pid_file()),
@@ -176,98 +41,119 @@ pub fn run_in_background(
     flush_stdio();
     let (ready_read, ready_write) =
         sys::pipe().map_err(|e| Error::failed(format!("cannot create a pipe: {e}")))?;
-    match sys::fork().map_err(|e| Error::failed(format!("cannot fork: {e}")))? {
-        sys::Fork::Parent(child) => {
-            drop(ready_write);
-            let report = read_readiness(ready_read);
-            let _ = sys::wait_for_child(child); // the short-lived first child
-            match report {
-                Readiness::Ready(pid) => {
-                    say!("Daemon started with PID {pid}");
-                    Ok(0)
-                }
-                Readiness::Failed(message) => Err(Error::failed(message)),
-                Readiness::Silent => Err(Error::failed(format!(
-                    "the daemon exited during startup without a word; see {}",
-                    project.show(&project.log_file())
-                ))),
+    // SAFETY: rasen has started no thread (git and the agent are child
+    // processes, waits are polls), stdio is flushed just above, and no
+    // child returns from this function: each ends in exit_immediately.
+    let first_fork =
+        unsafe { sys::fork() }.map_err(|e| Error::failed(format!("cannot fork: {e}")))?;
+    if let sys::Fork::Parent(child) = first_fork {
+        // The calling process: wait for the daemon's word, then say it.
+        drop(ready_write);
+        let readiness = read_readiness(ready_read);
+        let _ = sys::wait_for_child(child); // the short-lived first child
+        return match readiness {
+            Readiness::Ready(pid) => {
+                say!("Daemon started with PID {pid}");
+                Ok(0)
             }
-        }
-        sys::Fork::Child => {
-            drop(ready_read);
-            let code = become_daemon(project, ready_write, body);
-            flush_stdio();
-            sys::exit_immediately(code)
-        }
+            Readiness::Failed(message) => Err(Error::failed(message)),
+            Readiness::Silent => Err(Error::failed(format!(
+                "the daemon exited during startup without a word; see {}",
+                project.show(&project.log_file())
+            ))),
+        };
     }
-}
 
-/// The daemon side, from the first child on. Returns the exit code.
-fn become_daemon(
-    project: &Project,
-    ready: OwnedFd,
-    body: impl FnOnce(RunLock, Ready) -> i32,
-) -> i32 {
-    let mut ready = File::from(ready);
-    if let Err(e) = sys::setsid() {
-        return report_failure(&mut ready, &format!("setsid failed: {e}"));
+    // The first child: from here on, a failure goes through the pipe.
+    drop(ready_read);
+    let mut ready = Ready(File::from(ready_write));
+    ready.or_exit(sys::setsid().map_err(|e| Error::failed(format!("setsid failed: {e}"))));
+    // SAFETY: still the one thread, nothing printed since the flush, and
+    // neither process returns from this function.
+    let second_fork =
+        unsafe { sys::fork() }.map_err(|e| Error::failed(format!("second fork failed: {e}")));
+    if let sys::Fork::Parent(_) = ready.or_exit(second_fork) {
+        sys::exit_immediately(0); // the grandchild carries on
     }
-    match sys::fork() {
-        Ok(sys::Fork::Parent(_)) => sys::exit_immediately(0), // the grandchild carries on
-        Ok(sys::Fork::Child) => {}
-        Err(e) => return report_failure(&mut ready, &format!("second fork failed: {e}")),
-    }
-    sys::close_inherited_fds(ready.as_raw_fd()); // the caller's files and pipes
-    let lock = match prepare_daemon_process(project) {
-        Ok(lock) => lock,
-        Err(e) => return report_failure(&mut ready, &e.message),
+
+    // The daemon.
+    // SAFETY: the daemon has just been forked and has opened nothing: the
+    // only fd from 3 up that a Rust object owns is the pipe's write end,
+    // kept; the others are the caller's files and pipes, which nothing
+    // here refers to (the logger and the signal pipe are opened later).
+    unsafe { sys::close_inherited_fds(ready.0.as_fd()) };
+    ready.or_exit(
+        std::env::set_current_dir(&project.root)
+            .map_err(|e| Error::io(&project.root, "cannot chdir", e)),
+    );
+    // Keep the caller's umask, minus group and world write.
+    let caller_umask = sys::set_umask(0o022);
+    sys::set_umask(caller_umask | 0o022);
+    let devnull = ready.or_exit(
+        File::open("/dev/null").map_err(|e| Error::io(Path::new("/dev/null"), "cannot open", e)),
+    );
+    let log = ready.or_exit(logger::open_for_append(&project.log_file()));
+    ready.or_exit(redirect(&devnull, io::stdin().as_fd(), "stdin"));
+    ready.or_exit(redirect(&log, io::stdout().as_fd(), "stdout"));
+    ready.or_exit(redirect(&log, io::stderr().as_fd(), "stderr"));
+    drop((devnull, log)); // fds 0, 1 and 2 keep the files open
+    let lock = ready.or_exit(RunLock::acquire(project));
+    ready.or_exit(lock.write_pid_file());
+    ready.or_exit(signals::install());
+    // The loop's start: state loaded, an orphaned agent stopped, status.json
+    // saying running. Only then is the daemon ready.
+    let started =
+        logger::open(&project.log_file(), false).and_then(|()| run::start(project, options));
+    let code = match started {
+        Ok(run) => {
+            ready.started();
+            // From here on, the loop's log says how the run ended.
+            run.run_to_end().map_or_else(|e| e.code, |ending| ending.exit_code())
+        }
+        Err(e) => {
+            ready.failed(&e.message);
+            e.code
+        }
     };
-    body(lock, Ready(ready))
+    lock.release();
+    flush_stdio();
+    sys::exit_immediately(code)
 }
 
-/// The daemon's word to the process waiting for it: given once the loop
-/// has started (its state loaded, status.json saying running), or the
-/// error that stopped it first. Dropped unused, the waiting process hears
-/// nothing and says so.
-pub struct Ready(File);
+/// The write end of the readiness pipe: the daemon's one line to the
+/// process waiting for it, `ready PID` or `error MESSAGE`. Closed unused
+/// (the daemon died), the waiting process hears nothing and says so.
+struct Ready(File);
 
 impl Ready {
-    pub fn started(mut self) {
+    /// The value of a startup step that worked. For one that failed: sends
+    /// its error to the waiting process and leaves, as an intermediate
+    /// process must, without running anything the parent still owns.
+    fn or_exit<T>(&mut self, step: Result<T>) -> T {
+        match step {
+            Ok(value) => value,
+            Err(e) => {
+                let _ = writeln!(self.0, "error {}", e.message);
+                flush_stdio();
+                sys::exit_immediately(e.code)
+            }
+        }
+    }
+
+    /// The loop has started: its state loaded, status.json saying running.
+    fn started(mut self) {
         let _ = writeln!(self.0, "ready {}", sys::getpid());
     }
 
-    pub fn failed(mut self, message: &str) {
-        report_failure(&mut self.0, message);
+    fn failed(mut self, message: &str) {
+        let _ = writeln!(self.0, "error {message}");
     }
 }
 
-/// Everything between the second fork and "ready", in order.
-fn prepare_daemon_process(project: &Project) -> Result<RunLock> {
-    std::env::set_current_dir(&project.root)
-        .map_err(|e| Error::io(&project.root, "cannot chdir", e))?;
-    // Keep the caller's umask, minus group and world write.
-    let old = sys::set_umask(0o022);
-    sys::set_umask(old | 0o022);
-    let devnull =
-        File::open("/dev/null").map_err(|e| Error::io(Path::new("/dev/null"), "cannot open", e))?;
-    let log = logger::open_for_append(&project.log_file())?;
-    let redirect = |from: &File, to, name| {
-        sys::redirect_fd(from, to)
-            .map_err(|e| Error::failed(format!("cannot redirect {name}: {e}")))
-    };
-    redirect(&devnull, libc::STDIN_FILENO, "stdin")?;
-    redirect(&log, libc::STDOUT_FILENO, "stdout")?;
-    redirect(&log, libc::STDERR_FILENO, "stderr")?;
-    let lock = RunLock::acquire(project)?;
-    lock.write_pid_file()?;
-    signals::install()
-        .map_err(|e| Error::failed(format!("cannot install signal handlers: {e}")))?;
-    Ok(lock)
-}
-
-fn report_failure(ready: &mut File, message: &str) -> i32 {
-    let _ = writeln!(ready, "error {message}");
-    crate::error::EXIT_FAILED
+/// Points standard stream `to` (named `name` in errors) at `from`'s file.
+fn redirect(from: &File, to: BorrowedFd<'_>, name: &str) -> Result<()> {
+    sys::redirect_fd(from.as_fd(), to)
+        .map_err(|e| Error::failed(format!("cannot redirect {name}: {e}")))
 }
 
 enum Readiness {
@@ -288,20 +174,6 @@ fn read_readiness(ready: OwnedFd) -> Readiness {
     } else {
         Readiness::Silent
     }
-}
-
-/// Opens `.rasen/` (creating it, 0755 at most) for locking. The lock is on
-/// the directory rather than on a file inside it, so nothing that cleans
-/// files (`git clean -fX`, a careless `rm .rasen/*.lock`) can make a running
-/// orchestrator invisible and let a second one start.
-fn open_rasen_dir(project: &Project) -> Result<File> {
-    let dir = project.rasen_dir();
-    store::create_dir(&dir)?;
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&dir)
-        .map_err(|e| Error::io(&dir, "cannot open for the run lock", e))
 }
 
 fn flush_stdio() {

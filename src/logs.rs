@@ -11,6 +11,7 @@
 
 use std::fs::{File, Metadata};
 use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -58,7 +59,7 @@ fn follow_until_stopped(follower: &mut Follower, n: usize, out: &mut dyn Write) 
     // Without rasen's signal handlers Ctrl-C simply ends the process; with
     // them, the sleep returns early and we stop here.
     while !signals::sleep_unless_shutdown(POLL_INTERVAL) {
-        if sys::reader_gone(libc::STDOUT_FILENO) {
+        if sys::reader_gone(io::stdout().as_fd()) {
             return Ok(());
         }
         follower.poll_once(out)?;

@@ -22,6 +22,7 @@ mod error;
 mod events;
 mod git;
 mod history;
+mod lock;
 mod logger;
 mod logs;
 mod plan;

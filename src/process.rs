@@ -8,6 +8,8 @@
 //!
 //! Everything here reads `/proc` (Linux); where it is missing, the
 //! functions find nothing and callers fall back to the process group.
+//! This module signals only the PIDs and sessions its callers name; it
+//! never decides whom to stop, and reads no state file.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -60,6 +62,22 @@ pub fn signal_session(session: i32, signal: i32) {
     }
 }
 
+/// After a crash (`kill -9` of the orchestrator), its agent may still run:
+/// stop the agent's session (`agent_pid` as status.json recorded it) —
+/// SIGTERM, a short grace, SIGKILL. Call it only while holding the run
+/// lock, so that the recorded agent cannot be a live run's. Returns the
+/// agent's PID when there was something to stop.
+pub fn stop_orphaned_agent(agent_pid: Option<i32>) -> Option<i32> {
+    let agent = agent_pid.filter(|&a| session_alive(a))?;
+    signal_session(agent, libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while session_alive(agent) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal_session(agent, libc::SIGKILL);
+    Some(agent)
+}
+
 /// True when some process has `path` open (a scan of `/proc/*/fd`).
 pub fn is_open_anywhere(path: &Path) -> bool {
     let Ok(entries) = std::fs::read_dir("/proc") else { return false };
@@ -96,25 +114,10 @@ fn holder_in_line(line: &str, id: &str) -> Option<i32> {
     }
 }
 
-/// After a crash (`kill -9` of the orchestrator), its agent may still run:
-/// stop the agent's session — SIGTERM, a short grace, SIGKILL. Only called
-/// while holding the run lock, so the recorded agent is not a live run's.
-/// Returns the agent's PID when there was something to stop.
-pub fn stop_orphaned_session(agent: i32) -> Option<i32> {
-    if !session_alive(agent) {
-        return None;
-    }
-    signal_session(agent, libc::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while session_alive(agent) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    signal_session(agent, libc::SIGKILL);
-    Some(agent)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsFd;
+
     use super::*;
 
     #[test]
@@ -131,7 +134,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = std::fs::File::open(&dir).unwrap();
         assert_eq!(flock_holder(&dir), None);
-        assert!(sys::try_lock_exclusive(&file).unwrap());
+        assert!(sys::try_lock_exclusive(file.as_fd()).unwrap());
         assert_eq!(flock_holder(&dir), Some(sys::getpid()));
         drop(file);
         assert_eq!(flock_holder(&dir), None);

@@ -9,11 +9,12 @@
 //! configuration to be re-read at the next safe point.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::error::{Error, Result};
 use crate::sys;
 
 static SHUTDOWN_SIGNAL: AtomicI32 = AtomicI32::new(0);
@@ -40,7 +41,11 @@ extern "C" fn on_reload_signal(_signal: libc::c_int) {
 
 /// Creates the self-pipe, then installs the handlers (in that order, so a
 /// handler never sees a missing pipe). Call once, before the loop starts.
-pub fn install() -> io::Result<()> {
+pub fn install() -> Result<()> {
+    install_handlers().map_err(|e| Error::failed(format!("cannot install signal handlers: {e}")))
+}
+
+fn install_handlers() -> io::Result<()> {
     if WAKE_READ.get().is_none() {
         let (read, write) = sys::pipe()?;
         sys::set_nonblocking(&read)?;
@@ -82,7 +87,7 @@ pub fn wake_fd() -> Option<RawFd> {
 /// Empties the self-pipe after a wake-up (the facts stay in the atomics).
 pub fn drain_wake_pipe() {
     if let Some(fd) = WAKE_READ.get() {
-        sys::drain_nonblocking(fd.as_raw_fd());
+        sys::drain_nonblocking(fd.as_fd());
     }
 }
 

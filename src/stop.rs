@@ -1,6 +1,6 @@
 //! `rasen stop`, and stopping what a killed orchestrator left behind.
 //!
-//! Who runs is the run lock's answer (see daemon.rs), and whom to signal is
+//! Who runs is the run lock's answer (see lock.rs), and whom to signal is
 //! the kernel's: the PID holding that lock, from `/proc/locks`, else the
 //! PID file its holder wrote. A PID written in status.json is never
 //! signalled. Without a holder, the PID file is stale: it is removed and
@@ -10,8 +10,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::daemon::{self, Liveness, RunLock};
 use crate::error::{Error, Result};
+use crate::lock::{self, Liveness, RunLock};
 use crate::project::Project;
 use crate::status::{EndReason, StatusFile};
 use crate::{process, store, sys};
@@ -19,7 +19,7 @@ use crate::{process, store, sys};
 /// `rasen stop`: SIGTERM and wait for the lock to be let go (graceful), or
 /// SIGKILL the orchestrator and its agent (`force`).
 pub fn stop(project: &Project, force: bool, timeout: Duration) -> Result<i32> {
-    let pid = match daemon::liveness(project)? {
+    let pid = match lock::liveness(project)? {
         Liveness::Running { pid } => pid,
         Liveness::Stale { .. } | Liveness::NotRunning => return clean_up_after_a_dead_run(project),
     };
@@ -45,7 +45,7 @@ fn clean_up_after_a_dead_run(project: &Project) -> Result<i32> {
     let Some(lock) = RunLock::try_acquire(project)? else {
         return Err(Error::failed("an orchestrator has just started; run 'rasen stop' again"));
     };
-    let stale = daemon::read_pid_file(&project.pid_file());
+    let stale = lock::read_pid_file(&project.pid_file());
     let pid_file_exists = std::fs::symlink_metadata(project.pid_file()).is_ok();
     if pid_file_exists {
         let who =
@@ -58,7 +58,7 @@ fn clean_up_after_a_dead_run(project: &Project) -> Result<i32> {
         say!("No daemon running");
     }
     if let Ok(Some(status)) = store::load::<StatusFile>(&project.status_file()) {
-        if let Some(agent) = status.agent_pid().and_then(process::stop_orphaned_session) {
+        if let Some(agent) = process::stop_orphaned_agent(status.agent_pid()) {
             say!("Stopped agent {agent} and its processes, left behind by an orchestrator that was killed");
         }
     }
@@ -109,7 +109,7 @@ fn kill_now(project: &Project, pid: i32) -> Result<i32> {
 fn wait_until_stopped(project: &Project, timeout: Duration) -> Result<bool> {
     let deadline = Instant::now().checked_add(timeout);
     loop {
-        if !matches!(daemon::liveness(project)?, Liveness::Running { .. }) {
+        if !matches!(lock::liveness(project)?, Liveness::Running { .. }) {
             return Ok(true);
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {

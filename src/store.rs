@@ -15,6 +15,7 @@ mod words;
 
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -262,7 +263,7 @@ impl FileLock {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(path)
             .map_err(|e| lock_open_error(path, e))?;
-        sys::lock_exclusive(&file).map_err(|e| Error::io(path, "cannot lock", e))?;
+        sys::lock_exclusive(file.as_fd()).map_err(|e| Error::io(path, "cannot lock", e))?;
         Ok(FileLock { _file: file })
     }
 }
@@ -493,9 +494,9 @@ mod tests {
         let path = dir.join("state.lock");
         let lock = FileLock::acquire(&path).unwrap();
         let other = File::open(&path).unwrap();
-        assert!(!sys::try_lock_exclusive(&other).unwrap());
+        assert!(!sys::try_lock_exclusive(other.as_fd()).unwrap());
         drop(lock);
-        assert!(sys::try_lock_exclusive(&other).unwrap());
+        assert!(sys::try_lock_exclusive(other.as_fd()).unwrap());
         assert_eq!(mode_of(&path) & 0o022, 0);
     }
 

@@ -1,9 +1,22 @@
-//! The few libc calls rasen needs that std does not offer, each wrapped once
-//! in a safe function. Every `unsafe` block in rasen lives here and says
-//! why it is sound. Errors come back as `io::Error` (errno), never as -1.
+//! The few libc calls rasen needs that std does not offer, each wrapped once,
+//! in a safe function wherever it can be. Errors come back as `io::Error`
+//! (errno), never as -1. An fd that is borrowed is a `BorrowedFd` (or
+//! `impl AsFd`), one whose ownership moves is an `OwnedFd`. A bare `RawFd`
+//! is left only where no Rust object owns the number (the leaked self-pipe
+//! end a signal handler writes to, the fds listed in `/proc/self/fd`) and
+//! in `poll_readable`, which only reads the numbers it is given.
+//!
+//! The rule for `unsafe`: every `unsafe` block in rasen lives here and
+//! says why it is sound, with one exception. Two wrappers cannot be made
+//! safe because only their caller knows whether their preconditions hold:
+//! [`fork`] and [`close_inherited_fds`] are `unsafe fn`s whose `# Safety`
+//! section lists those preconditions, and each call (in `daemon.rs` only)
+//! is an `unsafe { }` block with a `// SAFETY:` comment saying why they
+//! hold there. This module never decides anything for rasen: each function
+//! is one libc call, or a fixed handful of them, and its error handling.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// Turns libc's `-1 + errno` convention into an `io::Result`.
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -26,7 +39,7 @@ fn cvt_retry(mut call: impl FnMut() -> libc::c_int) -> io::Result<libc::c_int> {
 
 /// Takes an exclusive `flock` on `fd` without waiting. `Ok(false)` when
 /// another open file description holds it.
-pub fn try_lock_exclusive(fd: &impl AsRawFd) -> io::Result<bool> {
+pub fn try_lock_exclusive(fd: BorrowedFd<'_>) -> io::Result<bool> {
     // SAFETY: flock only reads the fd number; an invalid fd yields EBADF.
     match cvt_retry(|| unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }) {
         Ok(_) => Ok(true),
@@ -36,14 +49,14 @@ pub fn try_lock_exclusive(fd: &impl AsRawFd) -> io::Result<bool> {
 }
 
 /// Takes an exclusive `flock` on `fd`, waiting for it.
-pub fn lock_exclusive(fd: &impl AsRawFd) -> io::Result<()> {
+pub fn lock_exclusive(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: as above; blocking is fine, EINTR is retried.
     cvt_retry(|| unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) }).map(drop)
 }
 
 /// Takes a shared `flock` on `fd` without waiting. `Ok(false)` when someone
 /// holds it exclusively. Used to ask "is the run lock held?".
-pub fn try_lock_shared(fd: &impl AsRawFd) -> io::Result<bool> {
+pub fn try_lock_shared(fd: BorrowedFd<'_>) -> io::Result<bool> {
     // SAFETY: as above.
     match cvt_retry(|| unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) }) {
         Ok(_) => Ok(true),
@@ -77,12 +90,23 @@ pub enum Fork {
     Child,
 }
 
-/// Forks. Only call this while the process has a single thread.
-pub fn fork() -> io::Result<Fork> {
-    // SAFETY: rasen never starts a thread (git and the agent are child
-    // processes, and waiting is done with poll), so the process is
-    // single-threaded whenever it forks and the child's memory, locks
-    // included, is consistent. The child continues rasen's own code.
+/// Forks: returns in both processes, saying which one this is.
+///
+/// # Safety
+///
+/// - The process must have a single thread. The child is a copy of the
+///   calling thread alone: a lock another thread held (the allocator's,
+///   stdio's, the logger's) would stay locked in it forever, and data
+///   another thread was changing would be left half-changed.
+/// - The child must never return past the function that forked: it ends
+///   with [`exit_immediately`]. Otherwise destructors and exit handlers
+///   run in both processes on what they share (files, lock files,
+///   temporary files, the terminal).
+/// - Buffered stdio must be flushed before, or both processes write the
+///   same bytes.
+pub unsafe fn fork() -> io::Result<Fork> {
+    // SAFETY: the caller guarantees the preconditions above; fork itself
+    // takes no pointer.
     match cvt(unsafe { libc::fork() })? {
         0 => Ok(Fork::Child),
         pid => Ok(Fork::Parent(pid)),
@@ -112,8 +136,8 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Makes reads and writes on `fd` return EAGAIN instead of blocking.
-pub fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {
-    let raw = fd.as_raw_fd();
+pub fn set_nonblocking(fd: &impl AsFd) -> io::Result<()> {
+    let raw = fd.as_fd().as_raw_fd();
     // SAFETY: fcntl F_GETFL/F_SETFL only read and set the fd's flags.
     let flags = cvt(unsafe { libc::fcntl(raw, libc::F_GETFL) })?;
     // SAFETY: as above.
@@ -121,7 +145,9 @@ pub fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {
 }
 
 /// Writes one byte to `fd`, ignoring every error. Async-signal-safe: this is
-/// what a signal handler calls to wake the main loop.
+/// what a signal handler calls to wake the main loop. A raw number, as the
+/// handler finds it in an atomic (the pipe's end is leaked for the
+/// process's life); a bad one only makes write fail with EBADF.
 pub fn write_wake_byte(fd: RawFd) {
     let byte = 1u8;
     // SAFETY: write is async-signal-safe; the buffer is one valid byte.
@@ -129,11 +155,11 @@ pub fn write_wake_byte(fd: RawFd) {
 }
 
 /// Reads and discards whatever is buffered in the non-blocking `fd`.
-pub fn drain_nonblocking(fd: RawFd) {
+pub fn drain_nonblocking(fd: BorrowedFd<'_>) {
     let mut buf = [0u8; 64];
     loop {
-        // SAFETY: buf is valid for buf.len() bytes; a bad fd just fails.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        // SAFETY: buf is valid for buf.len() bytes; fd is open (borrowed).
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
         if n <= 0 {
             return;
         }
@@ -172,8 +198,8 @@ pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
 /// True when `fd` is the write end of a pipe whose reader has gone (poll
 /// reports POLLERR), so `rasen logs -f | head -1` can end when head does
 /// rather than at the next log line.
-pub fn reader_gone(fd: RawFd) -> bool {
-    let mut pfd = libc::pollfd { fd, events: 0, revents: 0 };
+pub fn reader_gone(fd: BorrowedFd<'_>) -> bool {
+    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: 0, revents: 0 };
     // SAFETY: pfd is one valid, initialised pollfd; a zero timeout never blocks.
     let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
     ready > 0 && pfd.revents & (libc::POLLERR | libc::POLLHUP) != 0
@@ -185,10 +211,13 @@ pub fn set_umask(mask: u32) -> u32 {
     unsafe { libc::umask(mask as libc::mode_t) as u32 }
 }
 
-/// Makes `to` refer to the same open file as `from` (dup2).
-pub fn redirect_fd(from: &impl AsRawFd, to: RawFd) -> io::Result<()> {
-    // SAFETY: dup2 only manipulates the fd table; both are valid ints.
-    cvt_retry(|| unsafe { libc::dup2(from.as_raw_fd(), to) }).map(drop)
+/// Makes `to` refer to the same open file as `from` (dup2): `to` stays
+/// open, under the same number, on another file (how a standard stream is
+/// pointed at /dev/null or the log).
+pub fn redirect_fd(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: dup2 only manipulates the fd table; both fds are open
+    // (borrowed), and whoever owns `to` keeps a valid fd under its number.
+    cvt_retry(|| unsafe { libc::dup2(from.as_raw_fd(), to.as_raw_fd()) }).map(drop)
 }
 
 /// Installs `handler` for `signal` (with SA_RESTART, nothing blocked).
@@ -276,11 +305,19 @@ pub fn close_inherited_fds_on_exec() {
 
 /// Closes every fd from 3 up except `keep`: a daemon must not hold its
 /// caller's files or pipes open for hours.
-pub fn close_inherited_fds(keep: RawFd) {
+///
+/// # Safety
+///
+/// No fd from 3 up other than `keep` may be owned or used by anything in
+/// this process, now or later: an `OwnedFd` or `File` whose fd is closed
+/// here would later read, write or close whichever file next gets its
+/// number. That holds where every such fd is a leftover nobody in this
+/// process refers to (in rasen: right after the daemon's second fork,
+/// before it opens anything of its own).
+pub unsafe fn close_inherited_fds(keep: BorrowedFd<'_>) {
+    let keep = keep.as_raw_fd();
     for fd in inherited_fds().into_iter().filter(|&fd| fd != keep) {
-        // SAFETY: called right after the daemon's second fork, when the only
-        // fd a Rust object owns is `keep`; the others are the caller's, and
-        // nothing in this process will use them.
+        // SAFETY: the caller guarantees that nothing owns or uses `fd`.
         unsafe {
             libc::close(fd);
         }
@@ -317,11 +354,11 @@ mod tests {
         let path = dir.join("lock");
         let a = std::fs::File::create(&path).unwrap();
         let b = std::fs::File::open(&path).unwrap();
-        assert!(try_lock_exclusive(&a).unwrap());
-        assert!(!try_lock_exclusive(&b).unwrap());
-        assert!(!try_lock_shared(&b).unwrap());
+        assert!(try_lock_exclusive(a.as_fd()).unwrap());
+        assert!(!try_lock_exclusive(b.as_fd()).unwrap());
+        assert!(!try_lock_shared(b.as_fd()).unwrap());
         drop(a);
-        assert!(try_lock_shared(&b).unwrap());
+        assert!(try_lock_shared(b.as_fd()).unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

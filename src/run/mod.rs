@@ -32,10 +32,10 @@ use std::time::{Duration, Instant};
 use crate::agent;
 use crate::clock;
 use crate::config::Config;
-use crate::daemon as lock;
 use crate::error::{Error, Result, EXIT_FAILED};
 use crate::git;
 use crate::history::{self, AttemptHistory};
+use crate::lock;
 use crate::logger::line as log;
 use crate::plan::{self, Next, Plan};
 use crate::process;
@@ -132,7 +132,7 @@ impl<'a> Run<'a> {
         let mut status = store::load::<StatusFile>(&project.status_file())?
             .unwrap_or_else(StatusFile::initialized);
         let history = load_history(project)?;
-        if let Some(agent) = status.agent_pid().and_then(process::stop_orphaned_session) {
+        if let Some(agent) = process::stop_orphaned_agent(status.agent_pid()) {
             log(&format!(
                 "stopped agent {agent} and its processes, left behind by a run that was killed"
             ));

@@ -11,9 +11,9 @@ use crate::agent::{self, OutputFormat, Progress, SessionEnd, SessionReport, Sess
 use crate::claude;
 use crate::clock;
 use crate::config::Backend;
-use crate::daemon as lock;
 use crate::error::Result;
 use crate::git;
+use crate::lock;
 use crate::logger::line as log;
 use crate::plan::Subtask;
 use crate::prompts::{self, Role, Vars};

@@ -5,7 +5,7 @@
 //! running. Only reads; never changes the file.
 
 use super::{RunState, StatusFile};
-use crate::daemon::Liveness;
+use crate::lock::Liveness;
 
 /// `rasen status`: the status file joined with the run lock's answer. The
 /// lock decides whether anything runs; the file only says what the run was

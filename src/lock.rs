@@ -1,0 +1,197 @@
+//! Who is running: the run lock, the liveness it answers, and the PID file.
+//!
+//! An orchestrator, foreground or background, holds an exclusive `flock`
+//! on the `.rasen` directory itself for its whole life. A directory is not
+//! renamed or cleaned away by `git clean -fX` or an `rm .rasen/*`, so every
+//! process that opens it locks the same inode. "Is it running?" is answered
+//! by that lock alone: the kernel drops it the instant the process dies
+//! (even by `kill -9`, even while it is still an unreaped zombie), so a
+//! stale PID file is always recognised and a reused PID is never mistaken
+//! for the daemon. Who holds it is asked of the kernel too (`/proc/locks`).
+//!
+//! The PID file is only a label for people and for systemd's `PIDFile=`:
+//! written after the lock is taken, removed before it is let go, rewritten
+//! by the holder if deleted under it, never trusted alone. This module
+//! never signals a process and never forks: it only answers and records
+//! who runs.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::project::Project;
+use crate::{process, store, sys};
+
+/// The exclusive lock of a running orchestrator, on the `.rasen`
+/// directory itself. Dropping it (or the process dying) releases it;
+/// `release` also removes the PID file first.
+pub struct RunLock {
+    _dir: File,
+    pid_file: PathBuf,
+}
+
+/// What the run lock and PID file say about a project.
+#[derive(Debug, PartialEq)]
+pub enum Liveness {
+    /// The lock is held, by `pid` when the kernel (`/proc/locks`) or else
+    /// the PID file can say who.
+    Running { pid: Option<i32> },
+    /// Nobody holds the lock, but a PID file was left behind.
+    Stale { pid: Option<i32> },
+    /// Nobody holds the lock and there is no PID file.
+    NotRunning,
+}
+
+impl RunLock {
+    /// Takes the run lock, or says who has it. A `status` probing with a
+    /// shared lock at the same instant can make one attempt fail, so a
+    /// failed attempt is retried briefly before refusing.
+    pub fn acquire(project: &Project) -> Result<RunLock> {
+        for attempt in 0..10 {
+            if let Some(lock) = RunLock::try_acquire(project)? {
+                return Ok(lock);
+            }
+            if attempt < 9 {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        Err(already_running(project, None))
+    }
+
+    /// Takes the run lock if nobody holds it.
+    pub fn try_acquire(project: &Project) -> Result<Option<RunLock>> {
+        let dir = open_rasen_dir(project)?;
+        let path = project.rasen_dir();
+        if sys::try_lock_exclusive(dir.as_fd()).map_err(|e| Error::io(&path, "cannot lock", e))? {
+            return Ok(Some(RunLock { _dir: dir, pid_file: project.pid_file() }));
+        }
+        Ok(None)
+    }
+
+    /// Writes this process's PID into the PID file (atomically, 0644).
+    pub fn write_pid_file(&self) -> Result<()> {
+        write_pid_file(&self.pid_file)
+    }
+
+    /// Removes the PID file, then lets the lock go.
+    pub fn release(self) {
+        let _ = std::fs::remove_file(&self.pid_file);
+    }
+}
+
+/// The refusal given when an orchestrator already runs on the project,
+/// naming its PID: the kernel's lock holder, else the PID file (which the
+/// holder writes just after taking the lock: give it a moment).
+pub fn already_running(project: &Project, known: Option<i32>) -> Error {
+    let pid = known
+        .or_else(|| process::flock_holder(&project.rasen_dir()))
+        .or_else(|| wait_for_pid_file(project, Duration::from_secs(1)));
+    let who = pid.map(|p| format!(" with PID {p}")).unwrap_or_default();
+    Error::failed(format!(
+        "already running{who} on {} (see 'rasen status'; stop it with 'rasen stop')",
+        project.root.display()
+    ))
+}
+
+/// The PID in the PID file, polled for at most `timeout`.
+fn wait_for_pid_file(project: &Project, timeout: Duration) -> Option<i32> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let pid = read_pid_file(&project.pid_file());
+        if pid.is_some() || Instant::now() >= deadline {
+            return pid;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Asks the run lock whether an orchestrator runs, without disturbing it.
+pub fn liveness(project: &Project) -> Result<Liveness> {
+    let pid_file = project.pid_file();
+    let pid = read_pid_file(&pid_file);
+    // A PID file nobody holds the lock for is stale, even one whose
+    // content is garbage: `stop` must still clean it up.
+    let left_behind = pid.is_some() || std::fs::symlink_metadata(&pid_file).is_ok();
+    let path = project.rasen_dir();
+    let dir = match File::open(&path) {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(if left_behind { Liveness::Stale { pid } } else { Liveness::NotRunning });
+        }
+        Err(e) => return Err(Error::io(&path, "cannot open", e)),
+    };
+    // A shared lock succeeds unless someone holds the exclusive one; it is
+    // released again when `dir` is dropped at the end of this function.
+    let free = sys::try_lock_shared(dir.as_fd())
+        .map_err(|e| Error::io(&path, "cannot query the lock", e))?;
+    Ok(match (free, left_behind) {
+        (false, _) => Liveness::Running { pid: process::flock_holder(&path).or(pid) },
+        (true, true) => Liveness::Stale { pid },
+        (true, false) => Liveness::NotRunning,
+    })
+}
+
+/// The PID in a PID file, if the file exists, is a regular file (not a
+/// symlink) and holds a positive number.
+pub fn read_pid_file(path: &Path) -> Option<i32> {
+    let mut file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path).ok()?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse::<i32>().ok().filter(|pid| *pid > 0)
+}
+
+/// If the PID file was deleted under a running orchestrator (`git clean
+/// -fX`), writes it again. Only the run lock's holder runs the loop that
+/// calls this.
+pub fn restore_pid_file(path: &Path) {
+    if std::fs::symlink_metadata(path).is_err() {
+        let _ = write_pid_file(path);
+    }
+}
+
+fn write_pid_file(path: &Path) -> Result<()> {
+    let text = format!("{}\n", sys::getpid());
+    store::write_atomically(path, text.as_bytes(), 0o644)
+}
+
+/// Opens `.rasen/` (creating it, 0755 at most) for locking. The lock is on
+/// the directory rather than on a file inside it, so nothing that cleans
+/// files (`git clean -fX`, a careless `rm .rasen/*.lock`) can make a running
+/// orchestrator invisible and let a second one start.
+fn open_rasen_dir(project: &Project) -> Result<File> {
+    let dir = project.rasen_dir();
+    store::create_dir(&dir)?;
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&dir)
+        .map_err(|e| Error::io(&dir, "cannot open for the run lock", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pid_file_is_read_only_when_it_holds_a_positive_number() {
+        let dir = std::env::temp_dir().join(format!("rasen-lock-{}", sys::getpid()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rasen.pid");
+        assert_eq!(read_pid_file(&path), None);
+        for (text, pid) in [("42\n", Some(42)), ("0\n", None), ("-7", None), ("garbage", None)] {
+            std::fs::write(&path, text).unwrap();
+            assert_eq!(read_pid_file(&path), pid, "{text:?}");
+        }
+        std::fs::remove_file(&path).unwrap();
+        restore_pid_file(&path);
+        assert_eq!(read_pid_file(&path), Some(sys::getpid()));
+        std::fs::write(&path, "7\n").unwrap();
+        restore_pid_file(&path); // present: left as it is
+        assert_eq!(read_pid_file(&path), Some(7));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
