@@ -30,8 +30,8 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-# The daemon story of spec-daemon-mode.md in a temporary repository, with
-# the scripted agent (no Claude, no network).
+# The whole daemon story (run --background, status, logs, stop, resume) in a
+# temporary repository, with the scripted agent (no Claude, no network).
 demo: build
 	RASEN=$(abspath $(BIN)) sh tests/demo.sh
 

@@ -130,7 +130,7 @@ pub struct BackgroundConfig {
     pub log_file: PathBuf,
 }
 
-// The defaults, exactly as DESIGN.md and rasen.yml state them.
+// The defaults, exactly as rasen.yml states them (a test checks it).
 
 impl Default for OrchestratorConfig {
     fn default() -> Self {
