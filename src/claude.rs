@@ -721,19 +721,22 @@ fn resolve_reset(spec: &ResetSpec, now: i64) -> Option<i64> {
     let zone = spec.zone.as_deref();
     let offset_now = utc_offset(zone, now)?;
     let local_now = now + offset_now;
-    let time_of_day = spec.hour * 3600 + spec.minute * 60;
-    let (year, month, day) = civil_date(local_now)?;
+    let today = clock::CivilTime::from_epoch(local_now);
+    let wall_time = |year, month, day| {
+        clock::CivilTime { year, month, day, hour: spec.hour, minute: spec.minute, second: 0 }
+            .to_epoch()
+    };
     let local_reset = match spec.month_day {
-        Some((m, d)) => {
-            let this_year = day_start(year, m, d)? + time_of_day;
+        Some((month, day)) => {
+            let this_year = wall_time(today.year, month, day);
             if this_year >= local_now - RESET_SLACK {
                 this_year
             } else {
-                day_start(year + 1, m, d)? + time_of_day
+                wall_time(today.year + 1, month, day)
             }
         }
         None => {
-            let today = day_start(year, month, day)? + time_of_day;
+            let today = wall_time(today.year, today.month, today.day);
             if today >= local_now - RESET_SLACK {
                 today
             } else {
@@ -744,19 +747,6 @@ fn resolve_reset(spec: &ResetSpec, now: i64) -> Option<i64> {
     // The offset may differ at the reset time (a DST change in between).
     let offset_then = utc_offset(zone, local_reset - offset_now).unwrap_or(offset_now);
     Some(local_reset - offset_then)
-}
-
-fn civil_date(secs: i64) -> Option<(i64, i64, i64)> {
-    let iso = clock::format_iso(secs);
-    Some((
-        iso.get(0..4)?.parse().ok()?,
-        iso.get(5..7)?.parse().ok()?,
-        iso.get(8..10)?.parse().ok()?,
-    ))
-}
-
-fn day_start(year: i64, month: i64, day: i64) -> Option<i64> {
-    clock::parse_iso(&format!("{year:04}-{month:02}-{day:02}T00:00:00Z"))
 }
 
 // --- time zones ------------------------------------------------------------
