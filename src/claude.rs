@@ -13,9 +13,8 @@
 //! over (it repeats the final assistant text, so callers de-duplicate).
 //!
 //! This module never starts processes and never touches the disk except to
-//! read a time-zone file when a limit message names a zone.
-
-use std::path::Path;
+//! read a time-zone file (through `clock::tz`) when a limit message names a
+//! zone.
 
 use miniserde::json::{self, Number, Value};
 
@@ -719,7 +718,7 @@ const RESET_SLACK: i64 = 15 * 60;
 /// spec's wall-clock time in its zone. `None` when the zone is unknown.
 fn resolve_reset(spec: &ResetSpec, now: i64) -> Option<i64> {
     let zone = spec.zone.as_deref();
-    let offset_now = utc_offset(zone, now)?;
+    let offset_now = clock::tz::utc_offset(zone, now)?;
     let local_now = now + offset_now;
     let today = clock::CivilTime::from_epoch(local_now);
     let wall_time = |year, month, day| {
@@ -745,155 +744,14 @@ fn resolve_reset(spec: &ResetSpec, now: i64) -> Option<i64> {
         }
     };
     // The offset may differ at the reset time (a DST change in between).
-    let offset_then = utc_offset(zone, local_reset - offset_now).unwrap_or(offset_now);
+    let offset_then = clock::tz::utc_offset(zone, local_reset - offset_now).unwrap_or(offset_now);
     Some(local_reset - offset_then)
-}
-
-// --- time zones ------------------------------------------------------------
-//
-// A limit message names its zone as Claude saw it ("Europe/Lisbon"), or none
-// (the machine's). The offset comes from the system's TZif files
-// (/usr/share/zoneinfo, or $TZDIR), read directly: no dependency, no setenv.
-// A time after a file's last transition (a "slim" file's future) takes the
-// last transition's offset, which is right for zones without daylight saving
-// and at most an hour off otherwise. Without zone files only UTC is known.
-
-/// Seconds east of UTC in `zone` (None: the machine's zone) at `at`.
-fn utc_offset(zone: Option<&str>, at: i64) -> Option<i64> {
-    match zone {
-        Some(name) if is_utc_name(name) => Some(0),
-        Some(name) if is_safe_zone_name(name) => tzif_offset_at(&zoneinfo_dir().join(name), at),
-        Some(_) => None,
-        None => local_offset(at),
-    }
-}
-
-fn is_utc_name(name: &str) -> bool {
-    let name = name.strip_prefix("Etc/").unwrap_or(name);
-    ["UTC", "GMT", "UCT", "Z", "Zulu", "Universal", "UTC0", "GMT0", "Greenwich"]
-        .iter()
-        .any(|u| u.eq_ignore_ascii_case(name))
-}
-
-/// `Area/City` names only: no absolute paths, no `..`.
-fn is_safe_zone_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('/')
-        && name.bytes().all(|c| c.is_ascii_alphanumeric() || b"_+-/".contains(&c))
-        && name.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
-}
-
-fn zoneinfo_dir() -> std::path::PathBuf {
-    std::env::var_os("TZDIR")
-        .filter(|d| !d.is_empty())
-        .map(Into::into)
-        .unwrap_or_else(|| "/usr/share/zoneinfo".into())
-}
-
-/// The machine's zone: `$TZ` when it names a zone (or a file), else
-/// `/etc/localtime`.
-fn local_offset(at: i64) -> Option<i64> {
-    match std::env::var("TZ") {
-        Ok(tz) => {
-            let tz = tz.strip_prefix(':').unwrap_or(&tz);
-            if tz.is_empty() || is_utc_name(tz) {
-                Some(0)
-            } else if tz.starts_with('/') {
-                tzif_offset_at(Path::new(tz), at)
-            } else if is_safe_zone_name(tz) {
-                tzif_offset_at(&zoneinfo_dir().join(tz), at)
-            } else {
-                None // a POSIX rule string such as "CET-1CEST": not read here
-            }
-        }
-        Err(_) => tzif_offset_at(Path::new("/etc/localtime"), at),
-    }
-}
-
-/// The UTC offset in force at `at` according to a TZif file (RFC 8536),
-/// using the 64-bit data of version 2+ files.
-fn tzif_offset_at(path: &Path, at: i64) -> Option<i64> {
-    let meta = std::fs::metadata(path).ok()?;
-    if !meta.is_file() || meta.len() > 1 << 20 {
-        return None;
-    }
-    let data = std::fs::read(path).ok()?;
-    let v1 = TzifHeader::read(&data, 0)?;
-    let (header, block, time_size) = if v1.version >= b'2' {
-        let start = 44 + v1.block_len(4);
-        (TzifHeader::read(&data, start)?, start + 44, 8)
-    } else {
-        (v1, 44, 4)
-    };
-    let times = block;
-    let indices = times + header.time_count * time_size;
-    let types = indices + header.time_count;
-    let mut kind = 0usize; // before the first transition: the first type
-    for i in 0..header.time_count {
-        let time = match time_size {
-            8 => i64::from_be_bytes(data.get(times + 8 * i..times + 8 * i + 8)?.try_into().ok()?),
-            _ => i64::from(i32::from_be_bytes(
-                data.get(times + 4 * i..times + 4 * i + 4)?.try_into().ok()?,
-            )),
-        };
-        if time > at {
-            break;
-        }
-        kind = usize::from(*data.get(indices + i)?);
-    }
-    if kind >= header.type_count {
-        return None;
-    }
-    let offset = data.get(types + 6 * kind..types + 6 * kind + 4)?;
-    Some(i64::from(i32::from_be_bytes(offset.try_into().ok()?)))
-}
-
-struct TzifHeader {
-    version: u8,
-    ut_count: usize,
-    std_count: usize,
-    leap_count: usize,
-    time_count: usize,
-    type_count: usize,
-    char_count: usize,
-}
-
-impl TzifHeader {
-    fn read(data: &[u8], at: usize) -> Option<TzifHeader> {
-        let header = data.get(at..at + 44)?;
-        if &header[..4] != b"TZif" {
-            return None;
-        }
-        let count = |i: usize| -> Option<usize> {
-            let bytes: [u8; 4] = header.get(20 + 4 * i..24 + 4 * i)?.try_into().ok()?;
-            usize::try_from(u32::from_be_bytes(bytes)).ok()
-        };
-        Some(TzifHeader {
-            version: header[4],
-            ut_count: count(0)?,
-            std_count: count(1)?,
-            leap_count: count(2)?,
-            time_count: count(3)?,
-            type_count: count(4)?,
-            char_count: count(5)?,
-        })
-    }
-
-    /// The length of the data block that follows this header.
-    fn block_len(&self, time_size: usize) -> usize {
-        self.time_count * (time_size + 1)
-            + self.type_count * 6
-            + self.char_count
-            + self.leap_count * (time_size + 4)
-            + self.std_count
-            + self.ut_count
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::tz::tests::has_zone;
 
     const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/claude/");
 
@@ -1167,7 +1025,7 @@ mod tests {
         let limit = reader.usage_limit().unwrap();
         // The first message seen is kept.
         assert_eq!(limit.message, "You've hit your session limit · resets 12pm (America/New_York)");
-        if zoneinfo_dir().join("America/New_York").exists() {
+        if has_zone("America/New_York") {
             // NOW is 13:45 in New York (EST, UTC-5): tomorrow 12:00 EST = 17:00 UTC.
             assert_eq!(limit.resets_at, Some(NOW - (18 * 3600 + 45 * 60) + 86_400 + 17 * 3600));
         }
@@ -1338,15 +1196,12 @@ mod tests {
     }
 
     #[test]
-    fn named_zones_use_the_system_zone_files() {
-        let lisbon = &zoneinfo_dir().join("Europe/Lisbon");
-        if !lisbon.exists() {
+    fn resets_in_named_zones_use_the_system_zone_files() {
+        if !has_zone("Europe/Lisbon") {
             return; // no tzdata on this machine: only UTC is known
         }
         let winter = NOW; // Lisbon is on UTC in January
         let summer = clock::parse_iso("2026-07-01T10:00:00Z").unwrap(); // UTC+1
-        assert_eq!(tzif_offset_at(lisbon, winter), Some(0));
-        assert_eq!(tzif_offset_at(lisbon, summer), Some(3600));
         let text = "You've hit your limit · resets 1pm (Europe/Lisbon)";
         assert_eq!(
             parse_limit_message(text, summer).unwrap().resets_at,

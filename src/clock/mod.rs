@@ -1,7 +1,13 @@
 //! Wall-clock time as rasen shows and stores it: seconds since the Unix epoch,
 //! printed as ISO 8601 UTC (`2026-01-27T18:45:00Z`), and the civil calendar
 //! behind it (epoch ↔ date and time of day, days ↔ date; Howard Hinnant's
-//! `days_from_civil`). No time zones, no locale.
+//! `days_from_civil`). [`tz`] gives a zone's offset from UTC, so that a wall
+//! time an agent names ("resets 1pm (Europe/Lisbon)") can become an instant.
+//!
+//! rasen never shows or stores local time, and has no locale: zones are
+//! only read, to turn someone else's wall time into UTC.
+
+pub mod tz;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
