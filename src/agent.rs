@@ -37,9 +37,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::claude::{self, Reading, ResultInfo, StreamReader, UsageLimit};
+use crate::claude::{self, Reading, ResultInfo, StreamReader};
 use crate::error::{Error, Result};
 use crate::events::{self, Event, EventScanner};
+use crate::usage_limit::UsageLimit;
 use crate::{process, signals, sys};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -34,6 +34,7 @@ mod status;
 mod stop;
 mod store;
 mod sys;
+mod usage_limit;
 mod yaml;
 
 use cli::Command;

@@ -35,6 +35,7 @@ use crate::prompts::{self, Role};
 use crate::signals;
 use crate::status::{RunState, StatusFile, PHASE_PLANNING};
 use crate::store::{self, FileLock};
+use crate::usage_limit::UsageLimit;
 
 /// Flags of `run` and `resume` that change the loop.
 #[derive(Debug, Clone, Copy, Default)]
@@ -150,7 +151,7 @@ enum Verdict {
     Failed(String),
     Timeout(String),
     Interrupted,
-    UsageLimit(claude::UsageLimit),
+    UsageLimit(UsageLimit),
 }
 
 impl<'a> Run<'a> {
@@ -818,7 +819,7 @@ impl<'a> Run<'a> {
 
     /// A usage limit ends the run (waiting it out is not in this version),
     /// with the reset time in status.json when the agent said it.
-    fn usage_limit_ending(&mut self, limit: &claude::UsageLimit) -> Ending {
+    fn usage_limit_ending(&mut self, limit: &UsageLimit) -> Ending {
         self.status.waiting_until = limit.resets_at.map(clock::format_iso);
         let until = self.status.waiting_until.clone().unwrap_or_else(|| "an unknown time".into());
         log(&format!("usage limit reached ({}); it resets at {until}", one_line(&limit.message)));
