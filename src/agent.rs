@@ -3,14 +3,17 @@
 //! line, find its events, and end it on exit, timeout or shutdown, so that
 //! no process of the group outlives the session.
 //!
-//! Memory stays bounded whatever the agent prints: of each line only the
-//! first 64 KiB are kept for the log and the event scan (the rest is
-//! counted and logged as `… (N more bytes)`); a stream-json line is kept up
-//! to 4 MiB so that it can be parsed, which covers every line Claude can
-//! produce of its own words (a `result` holds one message, bounded by the
-//! model's output limit); longer ones are tool output and are only noted.
-//! The report keeps the events, the last `result`, a usage limit, the last
-//! 4 KiB of text and counters, never the whole output.
+//! Each line goes to a reader that the backend chose ([`ReaderKind`]): it
+//! says what to log and what to scan for events, and in the end what the
+//! backend told (tokens, cost, a failure, a usage limit, a refusal to run
+//! as root). This module knows no backend's format.
+//!
+//! Memory stays bounded whatever the agent prints: of each line only as
+//! much as the reader needs is kept (64 KiB of text; more of a line the
+//! reader parses whole, such as Claude's stream-json), the rest is counted
+//! and logged as `… (N more bytes)`. The report keeps the events, the
+//! reader's report, the last 4 KiB of text and counters, never the whole
+//! output.
 //!
 //! How a session ends:
 //! - the main process exits: the rest of its group (a build server, a
@@ -37,24 +40,41 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::claude::{self, Reading, ResultInfo, StreamReader};
+use crate::claude;
+use crate::clock;
 use crate::error::{Error, Result};
 use crate::events::{self, Event, EventScanner};
+use crate::reader::{self, Failure, Reader, Stream, TextReader, Usage};
 use crate::usage_limit::UsageLimit;
 use crate::{process, signals, sys};
 
+/// How a session's output is read: the backend chooses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutputFormat {
-    /// Every line is text (the `command` backend).
-    Text,
+pub enum ReaderKind {
     /// Claude Code's `--output-format stream-json` on stdout; stderr is text.
     ClaudeStreamJson,
+    /// Text, in which a usage-limit message or a refusal to run as root is
+    /// recognized: the `command` backend (often a wrapper around an agent
+    /// CLI).
+    AgentText,
+    /// Text that is only logged and scanned: a verify command's output.
+    PlainText,
+}
+
+impl ReaderKind {
+    fn reader(self) -> Box<dyn Reader> {
+        match self {
+            ReaderKind::ClaudeStreamJson => Box::new(claude::StreamReader::new()),
+            ReaderKind::AgentText => Box::new(TextReader::watching(clock::now_secs)),
+            ReaderKind::PlainText => Box::new(TextReader::plain()),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
 pub struct SessionRequest {
     pub argv: Vec<String>,
-    pub format: OutputFormat,
+    pub reader: ReaderKind,
     pub cwd: PathBuf,
     /// Added to rasen's own environment.
     pub env: Vec<(String, String)>,
@@ -86,8 +106,12 @@ pub struct SessionReport {
     pub events: Vec<Event>,
     /// The last ~4 KiB of what was logged, for error reports.
     pub tail: String,
-    pub result: Option<ResultInfo>,
+    /// Tokens and cost, when the backend reports them.
+    pub usage: Option<Usage>,
+    /// The backend said the session failed.
+    pub failure: Option<Failure>,
     pub usage_limit: Option<UsageLimit>,
+    /// The agent refused to run because it runs as root.
     pub root_refusal: bool,
     /// Bytes read from stdout and stderr together.
     pub output_bytes: u64,
@@ -95,11 +119,7 @@ pub struct SessionReport {
 }
 
 /// Kept of each text line (for the log, the tail and the event scan).
-const LINE_KEEP: usize = claude::MAX_TEXT_LINE;
-/// Kept of each stream-json line, to parse it.
-const JSON_LINE_KEEP: usize = 4 * 1024 * 1024;
-/// Shown of a stream-json line too long to parse.
-const UNPARSED_HEAD: usize = 200;
+const LINE_KEEP: usize = reader::MAX_TEXT_LINE;
 /// The size of the report's tail.
 const TAIL_BYTES: usize = 4 * 1024;
 /// At most this many distinct events are kept.
@@ -149,6 +169,11 @@ pub fn run_session(
             return Err(Error::failed(format!("cannot read the agent's output: {e}")));
         }
     };
+    let reader = req.reader.reader();
+    let pipes = [
+        Pipe::new(stdout, Stream::Stdout, reader.line_keep(Stream::Stdout)),
+        Pipe::new(stderr, Stream::Stderr, reader.line_keep(Stream::Stderr)),
+    ];
     let mut session = Session {
         req,
         child,
@@ -157,8 +182,8 @@ pub fn run_session(
         last_output: started,
         stdin: Some(stdin),
         written: 0,
-        pipes: [Pipe::new(stdout, req.format, true), Pipe::new(stderr, req.format, false)],
-        output: Output::new(req),
+        pipes,
+        output: Output::new(req, reader),
         leader: None,
         buf: vec![0; 64 * 1024],
         observe,
@@ -518,21 +543,23 @@ impl Session<'_> {
         }
     }
 
-    fn into_report(mut self, end: SessionEnd) -> SessionReport {
-        let result = self.output.reader.result().cloned();
-        if let Some(result) = &result {
-            for event in events::extract_events(&result.text) {
-                self.output.add_event(event);
+    fn into_report(self, end: SessionEnd) -> SessionReport {
+        let Output { reader, mut events, tail, bytes, .. } = self.output;
+        let told = reader.report();
+        if let Some(text) = &told.final_text {
+            for event in events::extract_events(text) {
+                events.add(event);
             }
         }
         SessionReport {
             end,
-            events: self.output.events,
-            tail: self.output.tail.into_string(),
-            result,
-            usage_limit: self.output.reader.usage_limit(),
-            root_refusal: self.output.reader.root_refusal(),
-            output_bytes: self.output.bytes,
+            events: events.list,
+            tail: tail.into_string(),
+            usage: told.usage,
+            failure: told.failure,
+            usage_limit: told.usage_limit,
+            root_refusal: told.root_refusal,
+            output_bytes: bytes,
             duration: self.started.elapsed(),
         }
     }
@@ -557,32 +584,26 @@ fn time_left(limit: Duration, since: Instant) -> Option<Duration> {
 /// One of the agent's output streams.
 struct Pipe {
     file: Option<File>,
+    stream: Stream,
     line: LineBuffer,
     /// Each stream has its own scanner: the two interleave arbitrarily.
     events: EventScanner,
-    /// Lines are stream-json (Claude's stdout).
-    json: bool,
 }
 
 impl Pipe {
-    fn new(file: File, format: OutputFormat, is_stdout: bool) -> Pipe {
-        let json = is_stdout && format == OutputFormat::ClaudeStreamJson;
-        Pipe {
-            file: Some(file),
-            line: LineBuffer::new(if json { JSON_LINE_KEEP } else { LINE_KEEP }),
-            events: EventScanner::new(),
-            json,
-        }
+    /// `keep`: how much of each line the reader needs.
+    fn new(file: File, stream: Stream, keep: usize) -> Pipe {
+        Pipe { file: Some(file), stream, line: LineBuffer::new(keep), events: EventScanner::new() }
     }
 
     fn take_bytes(&mut self, bytes: &[u8], output: &mut Output) {
-        let Pipe { line, events, json, .. } = self;
-        line.push(bytes, &mut |text, dropped| output.take_line(text, dropped, *json, events));
+        let Pipe { line, events, stream, .. } = self;
+        line.push(bytes, &mut |text, dropped| output.take_line(*stream, text, dropped, events));
     }
 
     fn finish(&mut self, output: &mut Output) {
-        let Pipe { line, events, json, .. } = self;
-        line.finish(&mut |text, dropped| output.take_line(text, dropped, *json, events));
+        let Pipe { line, events, stream, .. } = self;
+        line.finish(&mut |text, dropped| output.take_line(*stream, text, dropped, events));
     }
 }
 
@@ -640,42 +661,33 @@ impl LineBuffer {
 /// What the session keeps of its output.
 struct Output {
     log_prefix: String,
-    reader: StreamReader,
-    events: Vec<Event>,
-    events_dropped: bool,
+    reader: Box<dyn Reader>,
+    events: Events,
     tail: Tail,
     bytes: u64,
 }
 
 impl Output {
-    fn new(req: &SessionRequest) -> Output {
+    fn new(req: &SessionRequest, reader: Box<dyn Reader>) -> Output {
         Output {
             log_prefix: req.log_prefix.clone(),
-            reader: StreamReader::new(),
-            events: Vec::new(),
-            events_dropped: false,
+            reader,
+            events: Events::default(),
             tail: Tail::default(),
             bytes: 0,
         }
     }
 
     /// One line of output: read it, log it, remember it, scan it.
-    fn take_line(&mut self, bytes: &[u8], dropped: u64, json: bool, scanner: &mut EventScanner) {
+    fn take_line(
+        &mut self,
+        stream: Stream,
+        bytes: &[u8],
+        dropped: u64,
+        scanner: &mut EventScanner,
+    ) {
         let text = String::from_utf8_lossy(bytes);
-        let reading = if json && dropped == 0 {
-            self.reader.read_json_line(&text)
-        } else if json && text.trim_start().starts_with('{') {
-            // Too long to parse: tool output (a file read, a subagent's
-            // report), never the agent's own message or the result.
-            let head = claude::clip(&text, UNPARSED_HEAD);
-            let more = dropped + (text.len() - head.len()) as u64;
-            Reading {
-                log_lines: vec![format!("{head} … ({more} more bytes, too long to read as JSON)")],
-                scan_text: Vec::new(),
-            }
-        } else {
-            self.reader.read_text_line(&text, dropped)
-        };
+        let reading = self.reader.line(stream, &text, dropped);
         for line in &reading.log_lines {
             log_agent_line(&self.log_prefix, line);
             self.tail.push_line(line);
@@ -684,23 +696,32 @@ impl Output {
             let mut found = scanner.feed(text);
             found.extend(scanner.feed("\n"));
             for event in found {
-                self.add_event(event);
+                self.events.add(event);
             }
         }
     }
+}
 
-    fn add_event(&mut self, event: Event) {
-        if self.events.contains(&event) {
+/// The distinct events found, at most [`MAX_EVENTS`].
+#[derive(Default)]
+struct Events {
+    list: Vec<Event>,
+    dropped: bool,
+}
+
+impl Events {
+    fn add(&mut self, event: Event) {
+        if self.list.contains(&event) {
             return;
         }
-        if self.events.len() >= MAX_EVENTS {
-            if !self.events_dropped {
+        if self.list.len() >= MAX_EVENTS {
+            if !self.dropped {
                 log_note(&format!("agent sent more than {MAX_EVENTS} events: ignoring the rest"));
-                self.events_dropped = true;
+                self.dropped = true;
             }
             return;
         }
-        self.events.push(event);
+        self.list.push(event);
     }
 }
 
@@ -712,7 +733,7 @@ struct Tail {
 
 impl Tail {
     fn push_line(&mut self, line: &str) {
-        self.text.push_str(claude::clip(line, TAIL_BYTES));
+        self.text.push_str(reader::clip(line, TAIL_BYTES));
         self.text.push('\n');
         if self.text.len() > 2 * TAIL_BYTES {
             let start = self.keep_from();
@@ -779,7 +800,7 @@ mod tests {
     fn script(text: &str) -> SessionRequest {
         SessionRequest {
             argv: vec!["sh".into(), "-c".into(), text.into()],
-            format: OutputFormat::Text,
+            reader: ReaderKind::AgentText,
             cwd: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
             env: Vec::new(),
             prompt: String::new(),
@@ -963,9 +984,9 @@ mod tests {
 
     #[test]
     fn twenty_megabytes_on_one_line_stay_small() {
-        for format in [OutputFormat::Text, OutputFormat::ClaudeStreamJson] {
+        for kind in [ReaderKind::AgentText, ReaderKind::ClaudeStreamJson] {
             let mut req = script("head -c 20000000 /dev/zero | tr '\\0' a");
-            req.format = format;
+            req.reader = kind;
             let report = run(&req);
             assert_eq!(report.end, SessionEnd::Exited(0));
             assert_eq!(report.output_bytes, 20_000_000);
@@ -984,9 +1005,9 @@ mod tests {
              head -c 5000000 /dev/zero | tr '\\0' a; printf '\"}]}}\\n'; \
              printf '%s\\n' '{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":false,\"result\":\"ok\"}'",
         );
-        req.format = OutputFormat::ClaudeStreamJson;
+        req.reader = ReaderKind::ClaudeStreamJson;
         let report = run(&req);
-        assert_eq!(report.result.as_ref().map(|r| r.text.as_str()), Some("ok"));
+        assert!(report.usage.is_some() && report.failure.is_none(), "{report:?}");
         let lines = agent_lines("agent");
         assert_eq!(lines.len(), 2);
         assert!(lines[0].starts_with("{\"type\":\"user\""));
@@ -1031,16 +1052,16 @@ printf '%s\n' '{"type":"assistant","message":{"content":[{"type":"text","text":"
 printf '%s\n' '{"type":"result","subtype":"success","is_error":false,"result":"Done <event topic=\"build.done\">tests: pass</event>","total_cost_usd":0.5,"usage":{"input_tokens":7,"output_tokens":3}}'
 echo 'some stderr' >&2"#,
         );
-        req.format = OutputFormat::ClaudeStreamJson;
+        req.reader = ReaderKind::ClaudeStreamJson;
         let report = run(&req);
         assert_eq!(report.end, SessionEnd::Exited(0));
         assert_eq!(
             report.events,
             [Event { topic: "build.done".into(), payload: "tests: pass".into() }]
         );
-        let result = report.result.unwrap();
-        assert_eq!((result.input_tokens, result.output_tokens, result.cost_usd), (7, 3, 0.5));
-        assert!(!result.failed());
+        let usage = report.usage.unwrap();
+        assert_eq!((usage.input_tokens, usage.output_tokens, usage.cost_usd), (7, 3, 0.5));
+        assert_eq!(report.failure, None);
         assert_eq!(report.usage_limit, None);
         assert!(!report.root_refusal);
         let lines = agent_lines("agent");
@@ -1053,20 +1074,20 @@ echo 'some stderr' >&2"#,
     #[test]
     fn claude_usage_limit_and_root_refusal_reach_the_report() {
         let mut req = script("cat tests/fixtures/claude/claude-rate-limit-stream.jsonl; exit 1");
-        req.format = OutputFormat::ClaudeStreamJson;
+        req.reader = ReaderKind::ClaudeStreamJson;
         let report = run(&req);
         assert_eq!(report.end, SessionEnd::Exited(1));
         let limit = report.usage_limit.unwrap();
         assert_eq!(limit.resets_at, Some(1_784_399_400));
-        assert!(report.result.unwrap().failed());
+        assert!(report.failure.is_some());
 
         let mut req = script(
             "echo '--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons' >&2; exit 1",
         );
-        req.format = OutputFormat::ClaudeStreamJson;
+        req.reader = ReaderKind::ClaudeStreamJson;
         let report = run(&req);
         assert!(report.root_refusal);
-        assert!(report.result.is_none());
+        assert!(report.usage.is_none() && report.failure.is_none());
         assert!(report.tail.contains("root/sudo"));
         take_log();
     }
@@ -1081,7 +1102,7 @@ echo 'some stderr' >&2"#,
                 continue;
             }
             let mut req = script(&format!("cat 'tests/fixtures/claude/{name}'"));
-            req.format = OutputFormat::ClaudeStreamJson;
+            req.reader = ReaderKind::ClaudeStreamJson;
             let report = run(&req);
             assert_eq!(report.end, SessionEnd::Exited(0), "{name}");
             let lines = std::fs::read_to_string(&path).unwrap().lines().count();
@@ -1090,7 +1111,7 @@ echo 'some stderr' >&2"#,
                 "{name}: one log line per JSON line at least"
             );
             let expect_result = !name.contains("api-retry") && !name.contains("2.1.284");
-            assert_eq!(report.result.is_some(), expect_result, "{name}");
+            assert_eq!(report.usage.is_some(), expect_result, "{name}");
             assert_eq!(report.usage_limit.is_some(), name.contains("rate-limit"), "{name}");
             assert!(report.events.is_empty(), "{name}");
         }

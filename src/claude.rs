@@ -1,9 +1,9 @@
 //! Claude Code's side of the agent protocol: the command line rasen runs
-//! (`claude -p --verbose --output-format stream-json …`) and the reading of
+//! (`claude -p --verbose --output-format stream-json …`) and the reader of
 //! its output, one line at a time, into what rasen needs: a readable line
-//! for the log, the text to scan for events, the last `result` (usage,
-//! cost, failure), a usage limit with its reset time, and Claude's refusal
-//! to run as root.
+//! for the log, the text to scan for events, and in the end the last
+//! `result` (tokens, cost, failure), a usage limit with its reset time, and
+//! Claude's refusal to run as root, as a neutral `ReaderReport`.
 //!
 //! Only the agent's own words are handed out for event scanning: the text
 //! blocks of top-level `assistant` lines (`parent_tool_use_id` null or
@@ -11,6 +11,7 @@
 //! content, which may quote anything, including `<event …>` tags. The last
 //! `result` line's text is scanned too, by the caller, once the session is
 //! over (it repeats the final assistant text, so callers de-duplicate).
+//! Stderr and stdout lines that are not JSON are read as watched text.
 //!
 //! This module never starts processes and never touches the disk except to
 //! read a time-zone file (through `clock::tz`) when a limit message names a
@@ -19,6 +20,7 @@
 use miniserde::json::{self, Number, Value};
 
 use crate::clock;
+use crate::reader::{self, Failure, Reader, ReaderReport, Reading, Stream, TextReader, Usage};
 use crate::usage_limit::{self, UsageLimit};
 
 /// `[command, -p, --verbose, --output-format, stream-json,
@@ -47,46 +49,36 @@ pub fn claude_argv(command: &str, model: &str, extra: &[String]) -> Vec<String> 
 
 /// The last `result` line of a session.
 #[derive(Clone, Debug, PartialEq)]
-pub struct ResultInfo {
-    pub is_error: bool,
-    pub subtype: String,
+struct ResultInfo {
+    is_error: bool,
+    subtype: String,
     /// The `result` text, or when absent the `errors` joined with "; ".
-    pub text: String,
+    text: String,
     /// Every input token the model read: fresh input plus cache creation
     /// plus cache reads (all of them fill the context; `cost_usd` is what
     /// prices them).
-    pub input_tokens: u64,
-    pub output_tokens: u64,
+    input_tokens: u64,
+    output_tokens: u64,
     /// `total_cost_usd`; 0 when absent or not a finite non-negative number.
-    pub cost_usd: f64,
+    cost_usd: f64,
 }
 
 impl ResultInfo {
     /// `is_error: true`, or a subtype other than "success" (the old
     /// `error_max_turns` shape has `is_error: false`).
-    pub fn failed(&self) -> bool {
+    fn failed(&self) -> bool {
         self.is_error || self.subtype != "success"
     }
-}
-
-/// What one line of output gives the caller.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Reading {
-    /// Readable lines for the log (not megabytes of JSON).
-    pub log_lines: Vec<String>,
-    /// The agent's own text, to scan for events.
-    pub scan_text: Vec<String>,
 }
 
 /// Reads one session's output, line by line, and remembers what matters.
 #[derive(Debug)]
 pub struct StreamReader {
     result: Option<ResultInfo>,
-    root_refusal: bool,
-    limit_message: Option<UsageLimit>,
     limit_event: Option<RejectedLimit>,
-    /// The clock used to resolve "resets 1pm" (a field so tests can fix it).
-    now: fn() -> i64,
+    /// Reads the text lines, and keeps the usage-limit message and the root
+    /// refusal found in them or in Claude's own messages.
+    text: TextReader,
 }
 
 /// A `rate_limit_event` with status `rejected`.
@@ -100,17 +92,64 @@ struct RejectedLimit {
 const SHORT: usize = 200;
 /// The most of one assistant message that goes to the log.
 const MAX_LOGGED_TEXT: usize = 64 * 1024;
-/// The most of one text line that is logged and scanned.
-pub const MAX_TEXT_LINE: usize = 64 * 1024;
+/// Kept of each stream-json line, to parse it. This covers every line
+/// Claude can produce of its own words (a `result` holds one message,
+/// bounded by the model's output limit); longer ones are tool output and
+/// are only noted.
+const JSON_LINE_KEEP: usize = 4 * 1024 * 1024;
+/// Shown of a stream-json line too long to parse.
+const UNPARSED_HEAD: usize = 200;
 
 impl Default for StreamReader {
     fn default() -> StreamReader {
         StreamReader {
             result: None,
-            root_refusal: false,
-            limit_message: None,
             limit_event: None,
-            now: clock::now_secs,
+            text: TextReader::watching(clock::now_secs),
+        }
+    }
+}
+
+impl Reader for StreamReader {
+    /// Stdout lines are kept whole up to [`JSON_LINE_KEEP`], to be parsed.
+    fn line_keep(&self, stream: Stream) -> usize {
+        match stream {
+            Stream::Stdout => JSON_LINE_KEEP,
+            Stream::Stderr => reader::MAX_TEXT_LINE,
+        }
+    }
+
+    fn line(&mut self, stream: Stream, text: &str, more_bytes: u64) -> Reading {
+        match stream {
+            Stream::Stdout if more_bytes == 0 => self.read_json_line(text),
+            // Too long to parse: tool output (a file read, a subagent's
+            // report), never the agent's own message or the result.
+            Stream::Stdout if text.trim_start().starts_with('{') => {
+                let head = reader::clip(text, UNPARSED_HEAD);
+                let more = more_bytes + (text.len() - head.len()) as u64;
+                log_only(format!("{head} … ({more} more bytes, too long to read as JSON)"))
+            }
+            Stream::Stdout | Stream::Stderr => self.read_text_line(text, more_bytes),
+        }
+    }
+
+    fn report(self: Box<Self>) -> ReaderReport {
+        let usage_limit = self.usage_limit();
+        let root_refusal = self.root_refusal();
+        let result = self.result;
+        ReaderReport {
+            usage: result.as_ref().map(|r| Usage {
+                input_tokens: r.input_tokens,
+                output_tokens: r.output_tokens,
+                cost_usd: r.cost_usd,
+            }),
+            failure: result
+                .as_ref()
+                .filter(|r| r.failed())
+                .map(|r| Failure { kind: r.subtype.clone(), message: r.text.clone() }),
+            usage_limit,
+            root_refusal,
+            final_text: result.map(|r| r.text),
         }
     }
 }
@@ -120,21 +159,16 @@ impl StreamReader {
         StreamReader::default()
     }
 
-    /// The last `result` line seen.
-    pub fn result(&self) -> Option<&ResultInfo> {
-        self.result.as_ref()
-    }
-
     /// True once Claude refused `bypassPermissions` because it runs as root.
-    pub fn root_refusal(&self) -> bool {
-        self.root_refusal
+    fn root_refusal(&self) -> bool {
+        self.text.root_refusal()
     }
 
     /// The usage limit, if one was seen: the message Claude printed (or a
     /// description of the `rate_limit_event`), with the exact `resetsAt` of
     /// a rejected `rate_limit_event` preferred over a time read from text.
-    pub fn usage_limit(&self) -> Option<UsageLimit> {
-        match (&self.limit_message, &self.limit_event) {
+    fn usage_limit(&self) -> Option<UsageLimit> {
+        match (self.text.usage_limit(), &self.limit_event) {
             (Some(text), Some(event)) => Some(UsageLimit {
                 message: text.message.clone(),
                 resets_at: event.resets_at.or(text.resets_at),
@@ -150,7 +184,7 @@ impl StreamReader {
 
     /// Reads one stdout line of `--output-format stream-json`. A line that
     /// is not a JSON object is text.
-    pub fn read_json_line(&mut self, line: &str) -> Reading {
+    fn read_json_line(&mut self, line: &str) -> Reading {
         let trimmed = line.trim();
         if !trimmed.starts_with('{') {
             return self.read_text_line(line, 0);
@@ -172,22 +206,11 @@ impl StreamReader {
         }
     }
 
-    /// Reads one line of plain text (stderr, or a non-JSON stdout line, or
-    /// any line of a text backend): its first [`MAX_TEXT_LINE`] bytes are
-    /// logged and scanned, and checked for a usage-limit message and for
-    /// Claude's root refusal. `more_bytes` were cut off before it came
-    /// here; the log line says how many bytes in all were left out.
-    pub fn read_text_line(&mut self, line: &str, more_bytes: u64) -> Reading {
-        let line = line.trim_end();
-        let text = clip(line, MAX_TEXT_LINE);
-        self.note_limit_message(text);
-        self.note_root_refusal(text);
-        let left_out = more_bytes + (line.len() - text.len()) as u64;
-        let logged = match left_out {
-            0 => text.to_string(),
-            n => format!("{text} … ({n} more bytes)"),
-        };
-        Reading { log_lines: vec![logged], scan_text: vec![text.to_string()] }
+    /// Reads one line of plain text (stderr, or a non-JSON stdout line): it
+    /// is logged and scanned, and checked for a usage-limit message and for
+    /// the root refusal. `more_bytes` were cut off before it came here.
+    fn read_text_line(&mut self, line: &str, more_bytes: u64) -> Reading {
+        self.text.read_line(line, more_bytes)
     }
 
     fn read_assistant(&mut self, value: &Value) -> Reading {
@@ -207,7 +230,7 @@ impl StreamReader {
                     if top_level {
                         reading.scan_text.push(text.to_string());
                         if api_error {
-                            self.note_limit_message(text);
+                            self.text.note_limit_message(text);
                         }
                     }
                     push_text_lines(&mut reading.log_lines, who, text);
@@ -234,8 +257,8 @@ impl StreamReader {
                 .filter(|c| c.is_finite() && *c >= 0.0)
                 .unwrap_or(0.0),
         };
-        self.note_limit_message(&info.text);
-        self.note_root_refusal(&info.text);
+        self.text.note_limit_message(&info.text);
+        self.text.note_root_refusal(&info.text);
         let line = result_line(value, &info);
         self.result = Some(info);
         log_only(line)
@@ -251,20 +274,6 @@ impl StreamReader {
         }
         let resets = resets_at.map(|t| format!(", resets {}", clock::format_iso(t)));
         log_only(format!("rate limit {status} ({kind}){}", resets.unwrap_or_default()))
-    }
-
-    fn note_limit_message(&mut self, text: &str) {
-        if self.limit_message.is_some() {
-            return;
-        }
-        self.limit_message =
-            text.lines().find_map(|line| usage_limit::parse_limit_message(line, (self.now)()));
-    }
-
-    fn note_root_refusal(&mut self, text: &str) {
-        if text.lines().any(is_root_refusal) {
-            self.root_refusal = true;
-        }
     }
 }
 
@@ -374,7 +383,7 @@ fn log_only(line: String) -> Reading {
 /// The assistant's text, one log line per line of text, at most
 /// [`MAX_LOGGED_TEXT`] bytes of it.
 fn push_text_lines(log_lines: &mut Vec<String>, who: &str, text: &str) {
-    let shown = clip(text, MAX_LOGGED_TEXT);
+    let shown = reader::clip(text, MAX_LOGGED_TEXT);
     for line in shown.lines().filter(|l| !l.trim().is_empty()) {
         log_lines.push(format!("{who}{line}"));
     }
@@ -481,25 +490,12 @@ fn result_line(value: &Value, info: &ResultInfo) -> String {
     line
 }
 
-/// The longest prefix of `text` of at most `max` bytes that ends on a
-/// character boundary.
-pub fn clip(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
 /// The first non-blank line of `text`, at most `max` bytes, with `…` when
 /// something was left out.
 fn one_line(text: &str, max: usize) -> String {
     let trimmed = text.trim();
     let first = trimmed.lines().next().unwrap_or("");
-    let shown = clip(first, max);
+    let shown = reader::clip(first, max);
     if shown.len() < trimmed.len() {
         format!("{shown} …")
     } else {
@@ -507,20 +503,11 @@ fn one_line(text: &str, max: usize) -> String {
     }
 }
 
-// --- root refusal -----------------------------------------------------------
-
-/// Claude's refusal to run `bypassPermissions` as root, as printed on
-/// stderr: `--dangerously-skip-permissions cannot be used with root/sudo
-/// privileges for security reasons`. Long lines (someone quoting it in a
-/// paragraph) do not count.
-pub fn is_root_refusal(line: &str) -> bool {
-    line.len() < 400 && line.contains("cannot be used with root/sudo privileges")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::clock::tz::tests::has_zone;
+    use crate::reader::MAX_TEXT_LINE;
 
     const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/claude/");
 
@@ -542,7 +529,8 @@ mod tests {
 
     /// Replays stream-json lines; returns the reader and every reading.
     fn replay(text: &str) -> (StreamReader, Reading) {
-        let mut reader = StreamReader { now: fixed_now, ..StreamReader::new() };
+        let mut reader =
+            StreamReader { text: TextReader::watching(fixed_now), ..StreamReader::new() };
         let mut all = Reading::default();
         for line in text.lines() {
             let reading = reader.read_json_line(line);
@@ -589,7 +577,7 @@ mod tests {
     fn stream_success_gives_text_tokens_cost_and_success() {
         let (reader, reading) = replay(&fixture("claude-stream-success.jsonl"));
         assert_eq!(reading.scan_text, strings(&["4"]));
-        let result = reader.result().unwrap();
+        let result = reader.result.as_ref().unwrap();
         assert_eq!(
             *result,
             ResultInfo {
@@ -622,7 +610,7 @@ mod tests {
             strings(&["session started: model claude-opus-4-5-20251101, Claude Code 2.1.3, permission mode acceptEdits"])
         );
         assert!(reading.scan_text.is_empty());
-        assert!(reader.result().is_none());
+        assert!(reader.result.as_ref().is_none());
     }
 
     #[test]
@@ -648,7 +636,7 @@ mod tests {
     #[test]
     fn result_success_counts_cache_tokens_as_input() {
         let (reader, reading) = replay(&as_one_line(&fixture("claude-result-success.json")));
-        let result = reader.result().unwrap();
+        let result = reader.result.as_ref().unwrap();
         assert_eq!(result.input_tokens, 18 + 25067 + 17254);
         assert_eq!(result.output_tokens, 424);
         assert_eq!(result.cost_usd, 0.24722425);
@@ -664,7 +652,7 @@ mod tests {
     #[test]
     fn old_max_turns_result_is_a_failure_despite_is_error_false() {
         let (reader, _) = replay(&as_one_line(&fixture("claude-result-max-turns-2025-11.json")));
-        let result = reader.result().unwrap();
+        let result = reader.result.as_ref().unwrap();
         assert!(!result.is_error);
         assert_eq!(result.subtype, "error_max_turns");
         assert!(result.failed());
@@ -677,7 +665,7 @@ mod tests {
     fn new_max_turns_results_are_failures_with_the_errors_as_text() {
         let (reader, reading) = replay(&fixture("claude-result-max-turns-2.1.x.jsonl"));
         // The last result wins.
-        let last = reader.result().unwrap();
+        let last = reader.result.as_ref().unwrap();
         assert_eq!(
             *last,
             ResultInfo {
@@ -698,7 +686,7 @@ mod tests {
         );
         let (first, _) =
             replay(fixture("claude-result-max-turns-2.1.x.jsonl").lines().next().unwrap());
-        let first = first.result().unwrap().clone();
+        let first = first.result.as_ref().unwrap().clone();
         assert_eq!((first.input_tokens, first.output_tokens), (2409 + 29104 + 1617801, 15946));
         // miniserde does not round every float exactly: compare closely, not bit for bit.
         assert!((first.cost_usd - 1.4020935000000005).abs() < 1e-12);
@@ -714,7 +702,7 @@ mod tests {
                 resets_at: Some(1_784_399_400),
             })
         );
-        let result = reader.result().unwrap();
+        let result = reader.result.as_ref().unwrap();
         assert!(result.is_error && result.failed());
         assert_eq!(result.subtype, "success");
         assert_eq!(result.text, "You've hit your session limit · resets 6:30pm (UTC)");
@@ -762,7 +750,7 @@ mod tests {
         assert_eq!(limit.message, "You've hit your session limit · resets 11:10pm (UTC)");
         // NOW is 18:45 UTC: the same day at 23:10.
         assert_eq!(limit.resets_at, Some(NOW - (18 * 3600 + 45 * 60) + 23 * 3600 + 10 * 60));
-        let result = reader.result().unwrap();
+        let result = reader.result.as_ref().unwrap();
         assert_eq!(
             *result,
             ResultInfo {
@@ -798,7 +786,7 @@ mod tests {
             // NOW is 13:45 in New York (EST, UTC-5): tomorrow 12:00 EST = 17:00 UTC.
             assert_eq!(limit.resets_at, Some(NOW - (18 * 3600 + 45 * 60) + 86_400 + 17 * 3600));
         }
-        let result = reader.result().unwrap();
+        let result = reader.result.as_ref().unwrap();
         assert_eq!(result.text, "You've hit your session limit · resets 11pm (Asia/Seoul)");
         assert!(result.failed());
         assert_eq!((result.input_tokens, result.output_tokens, result.cost_usd), (0, 0, 0.0));
@@ -808,7 +796,7 @@ mod tests {
     fn api_retry_is_not_a_limit() {
         let (reader, reading) = replay(&fixture("claude-api-retry.jsonl"));
         assert_eq!(reader.usage_limit(), None);
-        assert!(reader.result().is_none());
+        assert!(reader.result.as_ref().is_none());
         assert_eq!(
             reading.log_lines,
             strings(&["API retry 1/10: rate_limit (HTTP 429), next try in 0.6 s"])
@@ -819,7 +807,7 @@ mod tests {
     fn subagent_text_is_logged_but_not_scanned() {
         let (reader, reading) = replay(&fixture("claude-stream-2.1.284-excerpt.jsonl"));
         assert_eq!(reading.scan_text, strings(&["END"]));
-        assert!(reader.result().is_none(), "this capture stops before its result line");
+        assert!(reader.result.as_ref().is_none(), "this capture stops before its result line");
         assert_eq!(
             reading.log_lines,
             strings(&[
@@ -906,24 +894,21 @@ mod tests {
             ])
         );
         assert_eq!(reading.scan_text, strings(&["[1,2]"]));
-        assert!(reader.result().is_none());
+        assert!(reader.result.as_ref().is_none());
     }
 
     #[test]
     fn bad_numbers_do_not_become_costs_or_tokens() {
         let line = r#"{"type":"result","subtype":"success","is_error":false,"result":"ok","total_cost_usd":-3,"usage":{"input_tokens":-5,"output_tokens":1.5e300}}"#;
         let (reader, _) = replay(line);
-        let result = reader.result().unwrap();
+        let result = reader.result.as_ref().unwrap();
         assert_eq!(result.cost_usd, 0.0);
         assert_eq!(result.input_tokens, 0);
         assert_eq!(result.output_tokens, u64::MAX);
     }
 
     #[test]
-    fn clip_keeps_characters_whole() {
-        assert_eq!(clip("héllo", 2), "h");
-        assert_eq!(clip("héllo", 3), "hé");
-        assert_eq!(clip("abc", 10), "abc");
+    fn one_line_shows_the_first_line() {
         assert_eq!(one_line("  first\nsecond", 100), "first …");
     }
 }

@@ -29,6 +29,7 @@ mod plan;
 mod process;
 mod project;
 mod prompts;
+mod reader;
 mod signals;
 mod status;
 mod stop;

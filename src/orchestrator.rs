@@ -20,7 +20,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::agent::{self, OutputFormat, Progress, SessionEnd, SessionReport, SessionRequest};
+use crate::agent::{self, Progress, ReaderKind, SessionEnd, SessionReport, SessionRequest};
 use crate::claude;
 use crate::clock;
 use crate::config::{Backend, Config};
@@ -419,7 +419,7 @@ impl<'a> Run<'a> {
         // A session that Claude itself reports as failed (error_max_turns,
         // error_during_execution) was cut short: a "done" said before the
         // end is not evidence that the work was finished.
-        if report.result.as_ref().is_some_and(|r| r.failed()) {
+        if report.failure.is_some() {
             return Ok(Verdict::Failed(self.failure_reason(report)));
         }
         if let Some(event) = last_word {
@@ -470,7 +470,7 @@ impl<'a> Run<'a> {
         log(&format!("verify: running `{command}`"));
         let request = SessionRequest {
             argv: vec!["sh".to_string(), "-c".to_string(), command.to_string()],
-            format: OutputFormat::Text,
+            reader: ReaderKind::PlainText,
             cwd: self.project.root.clone(),
             env: Vec::new(),
             prompt: String::new(),
@@ -510,12 +510,12 @@ impl<'a> Run<'a> {
 
     /// Why a session that made no claim failed, with the tail of its output.
     fn failure_reason(&self, report: &SessionReport) -> String {
-        let what = match (&report.result, &report.end) {
-            (Some(result), _) if result.failed() => {
+        let what = match (&report.failure, &report.end) {
+            (Some(failure), _) => {
                 format!(
                     "the agent reported an error ({}): {}",
-                    result.subtype,
-                    one_line(&result.text)
+                    failure.kind,
+                    one_line(&failure.message)
                 )
             }
             (_, SessionEnd::Exited(0)) => {
@@ -782,15 +782,15 @@ impl<'a> Run<'a> {
         let agent = &self.config.agent;
         let program = agent::resolve_agent_command(&agent.command, &self.project.root)?;
         let program = program.to_string_lossy().into_owned();
-        let (argv, format) = match agent.backend {
+        let (argv, reader) = match agent.backend {
             Backend::Claude => (
                 claude::claude_argv(&program, &agent.model, &agent.args),
-                OutputFormat::ClaudeStreamJson,
+                ReaderKind::ClaudeStreamJson,
             ),
             Backend::Command => {
                 let mut argv = vec![program];
                 argv.extend(agent.args.iter().cloned());
-                (argv, OutputFormat::Text)
+                (argv, ReaderKind::AgentText)
             }
         };
         let env = vec![
@@ -806,7 +806,7 @@ impl<'a> Run<'a> {
         };
         Ok(SessionRequest {
             argv,
-            format,
+            reader,
             cwd: self.project.root.clone(),
             env,
             prompt,
@@ -839,12 +839,12 @@ impl<'a> Run<'a> {
     }
 
     fn add_usage(&mut self, report: &SessionReport) {
-        if let Some(result) = &report.result {
+        if let Some(usage) = &report.usage {
             let s = &mut self.status;
-            s.input_tokens = Some(s.input_tokens.unwrap_or(0) + result.input_tokens);
-            s.output_tokens = Some(s.output_tokens.unwrap_or(0) + result.output_tokens);
-            s.tokens = Some(s.tokens.unwrap_or(0) + result.input_tokens + result.output_tokens);
-            let cost = s.cost_usd.unwrap_or(0.0) + result.cost_usd;
+            s.input_tokens = Some(s.input_tokens.unwrap_or(0) + usage.input_tokens);
+            s.output_tokens = Some(s.output_tokens.unwrap_or(0) + usage.output_tokens);
+            s.tokens = Some(s.tokens.unwrap_or(0) + usage.input_tokens + usage.output_tokens);
+            let cost = s.cost_usd.unwrap_or(0.0) + usage.cost_usd;
             s.cost_usd = Some(if cost.is_finite() { cost } else { 0.0 });
         }
     }
@@ -917,7 +917,7 @@ impl<'a> Run<'a> {
                 (Outcome::UsageLimit, None, Some(one_line(&limit.message)))
             }
         };
-        let result = report.result.as_ref();
+        let usage = report.usage.as_ref();
         Ok(Attempt {
             subtask_id: subtask.id.clone(),
             session: self.status.iteration,
@@ -929,9 +929,9 @@ impl<'a> Run<'a> {
             commits_made: Some(commits),
             started_at: Some(started_at.to_string()),
             duration_seconds: Some(report.duration.as_secs_f64()),
-            input_tokens: result.map(|r| r.input_tokens),
-            output_tokens: result.map(|r| r.output_tokens),
-            cost_usd: result.map(|r| r.cost_usd).filter(|c| c.is_finite()),
+            input_tokens: usage.map(|u| u.input_tokens),
+            output_tokens: usage.map(|u| u.output_tokens),
+            cost_usd: usage.map(|u| u.cost_usd).filter(|c| c.is_finite()),
         })
     }
 
