@@ -6,7 +6,9 @@
 //! Each line goes to a reader that the backend chose ([`ReaderKind`]): it
 //! says what to log and what to scan for events, and in the end what the
 //! backend told (tokens, cost, a failure, a usage limit, a refusal to run
-//! as root). This module knows no backend's format.
+//! as root). The session itself knows no backend's format: `backend` maps
+//! a backend to its command line and reader, `output` keeps what the
+//! session needs of the output, the readers (`claude`, `reader`) read it.
 //!
 //! Memory stays bounded whatever the agent prints: of each line only as
 //! much as the reader needs is kept (64 KiB of text; more of a line the
@@ -30,46 +32,27 @@
 //! This module never decides what the session means (success, retry, …):
 //! it reports, and the orchestrator decides.
 
+mod backend;
+mod output;
+
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::claude;
-use crate::clock;
 use crate::error::{Error, Result};
-use crate::events::{self, Event, EventScanner};
-use crate::reader::{self, Failure, Reader, Stream, TextReader, Usage};
+use crate::events::Event;
+use crate::reader::{Failure, Stream, Usage};
 use crate::usage_limit::UsageLimit;
 use crate::{process, signals, sys};
+use backend::FIX_COMMAND;
+use output::{Output, Pipe};
 
-/// How a session's output is read: the backend chooses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReaderKind {
-    /// Claude Code's `--output-format stream-json` on stdout; stderr is text.
-    ClaudeStreamJson,
-    /// Text, in which a usage-limit message or a refusal to run as root is
-    /// recognized: the `command` backend (often a wrapper around an agent
-    /// CLI).
-    AgentText,
-    /// Text that is only logged and scanned: a verify command's output.
-    PlainText,
-}
-
-impl ReaderKind {
-    fn reader(self) -> Box<dyn Reader> {
-        match self {
-            ReaderKind::ClaudeStreamJson => Box::new(claude::StreamReader::new()),
-            ReaderKind::AgentText => Box::new(TextReader::watching(clock::now_secs)),
-            ReaderKind::PlainText => Box::new(TextReader::plain()),
-        }
-    }
-}
+pub use backend::{resolve_agent_command, ReaderKind};
 
 #[derive(Clone, Debug)]
 pub struct SessionRequest {
@@ -118,12 +101,6 @@ pub struct SessionReport {
     pub duration: Duration,
 }
 
-/// Kept of each text line (for the log, the tail and the event scan).
-const LINE_KEEP: usize = reader::MAX_TEXT_LINE;
-/// The size of the report's tail.
-const TAIL_BYTES: usize = 4 * 1024;
-/// At most this many distinct events are kept.
-const MAX_EVENTS: usize = 100;
 /// The longest wait between looks at the clock and at the main process.
 const TICK: Duration = Duration::from_millis(100);
 /// The wait while part of the prompt is still to be written.
@@ -133,8 +110,6 @@ const PROMPT_TICK: Duration = Duration::from_millis(10);
 pub const EXIT_DRAIN: Duration = Duration::from_secs(1);
 /// After SIGKILL: how long to wait for the main process and the pipes.
 const REAP_BOUND: Duration = Duration::from_secs(2);
-
-const FIX_COMMAND: &str = "set agent.command in rasen.yml or RASEN_AGENT_COMMAND";
 
 /// What a running session tells its caller, so that `status` can show a
 /// live agent as live.
@@ -193,64 +168,6 @@ pub fn run_session(
     Ok(session.into_report(end))
 }
 
-/// The executable `command` names: a path when it contains `/` (relative to
-/// the current directory), otherwise the first match in `$PATH`.
-#[cfg(test)]
-fn find_executable(command: &str) -> Option<PathBuf> {
-    // Joined onto "", a relative name stays as written ("./agent").
-    find_executable_in(command, Path::new(""), std::env::var_os("PATH").as_deref())
-}
-
-/// `command` as the agent started in `cwd` would find it, as an absolute
-/// path, or the configuration error that names it. Lets the orchestrator
-/// check the agent before any session starts.
-pub fn resolve_agent_command(command: &str, cwd: &Path) -> Result<PathBuf> {
-    resolve_program(command, cwd, std::env::var_os("PATH").as_deref())
-}
-
-fn resolve_program(command: &str, cwd: &Path, path: Option<&OsStr>) -> Result<PathBuf> {
-    let found = find_executable_in(command, cwd, path).ok_or_else(|| {
-        Error::config(if command.is_empty() {
-            format!("agent command is empty ({FIX_COMMAND})")
-        } else if command.contains('/') {
-            format!(
-                "agent command \"{command}\" is not an executable file (in {}) ({FIX_COMMAND})",
-                cwd.display()
-            )
-        } else {
-            format!("agent command \"{command}\" not found in PATH ({FIX_COMMAND})")
-        })
-    })?;
-    if found.is_absolute() {
-        return Ok(found);
-    }
-    // Absolute, so that the child's chdir cannot change what it names.
-    std::env::current_dir()
-        .map(|dir| dir.join(&found))
-        .map_err(|e| Error::failed(format!("cannot read the current directory: {e}")))
-}
-
-/// Looks `command` up the way exec would after a chdir to `dir`: a name with
-/// a `/` relative to `dir`, else each `$PATH` entry (relative entries, and
-/// the empty one, relative to `dir` too).
-fn find_executable_in(command: &str, dir: &Path, path: Option<&OsStr>) -> Option<PathBuf> {
-    if command.is_empty() {
-        return None;
-    }
-    if command.contains('/') {
-        let candidate = dir.join(command);
-        return is_executable_file(&candidate).then_some(candidate);
-    }
-    let path = path.unwrap_or(OsStr::new("/usr/local/bin:/usr/bin:/bin"));
-    std::env::split_paths(path)
-        .map(|entry| dir.join(entry).join(command))
-        .find(|c| is_executable_file(c))
-}
-
-fn is_executable_file(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
 fn spawn(req: &SessionRequest) -> Result<Child> {
     let name = req.argv.first().map(String::as_str).unwrap_or("");
     if !req.cwd.is_dir() {
@@ -265,7 +182,7 @@ fn spawn(req: &SessionRequest) -> Result<Child> {
         Some((_, value)) => Some(OsStr::new(value)),
         None => inherited.as_deref(),
     };
-    let program = resolve_program(name, &req.cwd, path)?;
+    let program = backend::resolve_program(name, &req.cwd, path)?;
     let mut command = Command::new(&program);
     command
         .arg0(name)
@@ -523,7 +440,6 @@ impl Session<'_> {
             match file.read(&mut self.buf) {
                 Ok(0) => return self.close_pipe(i),
                 Ok(n) => {
-                    self.output.bytes += n as u64;
                     self.last_output = Instant::now();
                     let Session { pipes, output, buf, .. } = self;
                     pipes[i].take_bytes(&buf[..n], output);
@@ -544,24 +460,7 @@ impl Session<'_> {
     }
 
     fn into_report(self, end: SessionEnd) -> SessionReport {
-        let Output { reader, mut events, tail, bytes, .. } = self.output;
-        let told = reader.report();
-        if let Some(text) = &told.final_text {
-            for event in events::extract_events(text) {
-                events.add(event);
-            }
-        }
-        SessionReport {
-            end,
-            events: events.list,
-            tail: tail.into_string(),
-            usage: told.usage,
-            failure: told.failure,
-            usage_limit: told.usage_limit,
-            root_refusal: told.root_refusal,
-            output_bytes: bytes,
-            duration: self.started.elapsed(),
-        }
+        self.output.into_report(end, self.started.elapsed())
     }
 }
 
@@ -579,182 +478,6 @@ fn time_left(limit: Duration, since: Instant) -> Option<Duration> {
         return None;
     }
     Some(limit.saturating_sub(since.elapsed()))
-}
-
-/// One of the agent's output streams.
-struct Pipe {
-    file: Option<File>,
-    stream: Stream,
-    line: LineBuffer,
-    /// Each stream has its own scanner: the two interleave arbitrarily.
-    events: EventScanner,
-}
-
-impl Pipe {
-    /// `keep`: how much of each line the reader needs.
-    fn new(file: File, stream: Stream, keep: usize) -> Pipe {
-        Pipe { file: Some(file), stream, line: LineBuffer::new(keep), events: EventScanner::new() }
-    }
-
-    fn take_bytes(&mut self, bytes: &[u8], output: &mut Output) {
-        let Pipe { line, events, stream, .. } = self;
-        line.push(bytes, &mut |text, dropped| output.take_line(*stream, text, dropped, events));
-    }
-
-    fn finish(&mut self, output: &mut Output) {
-        let Pipe { line, events, stream, .. } = self;
-        line.finish(&mut |text, dropped| output.take_line(*stream, text, dropped, events));
-    }
-}
-
-/// Splits a byte stream into lines, keeping at most `keep` bytes of each
-/// and counting the rest.
-struct LineBuffer {
-    kept: Vec<u8>,
-    keep: usize,
-    dropped: u64,
-}
-
-impl LineBuffer {
-    fn new(keep: usize) -> LineBuffer {
-        LineBuffer { kept: Vec::new(), keep, dropped: 0 }
-    }
-
-    /// Calls `on_line(kept bytes, dropped byte count)` for each line that
-    /// `bytes` completes.
-    fn push(&mut self, mut bytes: &[u8], on_line: &mut dyn FnMut(&[u8], u64)) {
-        while let Some(newline) = bytes.iter().position(|&b| b == b'\n') {
-            self.append(&bytes[..newline]);
-            self.emit(on_line);
-            bytes = &bytes[newline + 1..];
-        }
-        self.append(bytes);
-    }
-
-    /// The stream ended: a last line without a newline is still a line.
-    fn finish(&mut self, on_line: &mut dyn FnMut(&[u8], u64)) {
-        if !self.kept.is_empty() || self.dropped > 0 {
-            self.emit(on_line);
-        }
-    }
-
-    fn append(&mut self, bytes: &[u8]) {
-        let take = bytes.len().min(self.keep - self.kept.len());
-        self.kept.extend_from_slice(&bytes[..take]);
-        self.dropped += (bytes.len() - take) as u64;
-    }
-
-    fn emit(&mut self, on_line: &mut dyn FnMut(&[u8], u64)) {
-        let line = match self.kept.strip_suffix(b"\r") {
-            Some(line) if self.dropped == 0 => line,
-            _ => &self.kept[..],
-        };
-        on_line(line, self.dropped);
-        self.kept.clear();
-        self.dropped = 0;
-        if self.kept.capacity() > LINE_KEEP {
-            self.kept = Vec::new(); // do not hold on to a huge line's buffer
-        }
-    }
-}
-
-/// What the session keeps of its output.
-struct Output {
-    log_prefix: String,
-    reader: Box<dyn Reader>,
-    events: Events,
-    tail: Tail,
-    bytes: u64,
-}
-
-impl Output {
-    fn new(req: &SessionRequest, reader: Box<dyn Reader>) -> Output {
-        Output {
-            log_prefix: req.log_prefix.clone(),
-            reader,
-            events: Events::default(),
-            tail: Tail::default(),
-            bytes: 0,
-        }
-    }
-
-    /// One line of output: read it, log it, remember it, scan it.
-    fn take_line(
-        &mut self,
-        stream: Stream,
-        bytes: &[u8],
-        dropped: u64,
-        scanner: &mut EventScanner,
-    ) {
-        let text = String::from_utf8_lossy(bytes);
-        let reading = self.reader.line(stream, &text, dropped);
-        for line in &reading.log_lines {
-            log_agent_line(&self.log_prefix, line);
-            self.tail.push_line(line);
-        }
-        for text in &reading.scan_text {
-            let mut found = scanner.feed(text);
-            found.extend(scanner.feed("\n"));
-            for event in found {
-                self.events.add(event);
-            }
-        }
-    }
-}
-
-/// The distinct events found, at most [`MAX_EVENTS`].
-#[derive(Default)]
-struct Events {
-    list: Vec<Event>,
-    dropped: bool,
-}
-
-impl Events {
-    fn add(&mut self, event: Event) {
-        if self.list.contains(&event) {
-            return;
-        }
-        if self.list.len() >= MAX_EVENTS {
-            if !self.dropped {
-                log_note(&format!("agent sent more than {MAX_EVENTS} events: ignoring the rest"));
-                self.dropped = true;
-            }
-            return;
-        }
-        self.list.push(event);
-    }
-}
-
-/// The last few KiB of logged text.
-#[derive(Default)]
-struct Tail {
-    text: String,
-}
-
-impl Tail {
-    fn push_line(&mut self, line: &str) {
-        self.text.push_str(reader::clip(line, TAIL_BYTES));
-        self.text.push('\n');
-        if self.text.len() > 2 * TAIL_BYTES {
-            let start = self.keep_from();
-            self.text.drain(..start);
-        }
-    }
-
-    /// Where the last TAIL_BYTES start, on a character boundary.
-    fn keep_from(&self) -> usize {
-        let mut start = self.text.len().saturating_sub(TAIL_BYTES);
-        while !self.text.is_char_boundary(start) {
-            start += 1;
-        }
-        start
-    }
-
-    fn into_string(mut self) -> String {
-        let start = self.keep_from();
-        self.text.drain(..start);
-        self.text
-    }
 }
 
 /// Copies one line of agent output to the log. Unit tests read what would
@@ -776,8 +499,10 @@ fn log_note(message: &str) {
 
 #[cfg(test)]
 mod tests {
+    use super::output::{LINE_KEEP, TAIL_BYTES};
     use super::*;
     use std::cell::RefCell;
+    use std::path::Path;
 
     thread_local! {
         static LOGGED: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
@@ -1139,32 +864,14 @@ echo 'some stderr' >&2"#,
     }
 
     #[test]
-    fn executables_are_found_in_path_or_by_path() {
-        let sh = find_executable("sh").unwrap();
-        assert!(sh.is_absolute() && sh.ends_with("sh"));
-        assert_eq!(find_executable("no-such-command-rasen"), None);
-        assert_eq!(find_executable(""), None);
-        // A directory or a file without execute permission is not one.
-        assert_eq!(
-            find_executable_in("./tests", Path::new(env!("CARGO_MANIFEST_DIR")), None),
-            None
-        );
-        assert_eq!(find_executable("./Cargo.toml"), None);
-        let sh_dir = sh.parent().unwrap();
-        let relative = format!("./{}", sh.file_name().unwrap().to_str().unwrap());
-        assert_eq!(find_executable_in(&relative, sh_dir, None), Some(sh_dir.join(&relative)));
-        let found = resolve_agent_command("sh", Path::new("/")).unwrap();
-        assert!(found.is_absolute());
-    }
-
-    #[test]
     fn the_agent_runs_in_the_requested_directory_with_a_relative_command() {
         let dir = std::env::temp_dir().join(format!("rasen-agent-cwd-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         // A link to sh, not a script written here: a file just written can
         // be "busy" for exec while a parallel test forks.
         let _ = std::fs::remove_file(dir.join("agent"));
-        std::os::unix::fs::symlink(find_executable("sh").unwrap(), dir.join("agent")).unwrap();
+        let sh = resolve_agent_command("sh", Path::new("/")).unwrap();
+        std::os::unix::fs::symlink(sh, dir.join("agent")).unwrap();
         let mut req = script("");
         req.argv = vec!["./agent".into(), "-c".into(), "pwd".into()];
         req.cwd = dir.clone();
@@ -1172,27 +879,5 @@ echo 'some stderr' >&2"#,
         assert_eq!(report.end, SessionEnd::Exited(0));
         assert_eq!(agent_lines("agent"), [dir.canonicalize().unwrap().display().to_string()]);
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn line_buffer_keeps_a_bounded_head_of_each_line() {
-        let mut lines = Vec::new();
-        let mut buffer = LineBuffer::new(4);
-        let mut collect = |kept: &[u8], dropped: u64| lines.push((kept.to_vec(), dropped));
-        buffer.push(b"ab\r\nabcdefg", &mut collect);
-        buffer.push(b"hi\nx", &mut collect);
-        buffer.finish(&mut collect);
-        assert_eq!(lines, [(b"ab".to_vec(), 0), (b"abcd".to_vec(), 5), (b"x".to_vec(), 0)]);
-    }
-
-    #[test]
-    fn tail_keeps_the_last_kilobytes_on_a_character_boundary() {
-        let mut tail = Tail::default();
-        for i in 0..2000 {
-            tail.push_line(&format!("ligne numéro {i}"));
-        }
-        let text = tail.into_string();
-        assert!(text.len() <= TAIL_BYTES);
-        assert!(text.ends_with("ligne numéro 1999\n"));
     }
 }
