@@ -21,9 +21,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::agent::{self, Progress, ReaderKind, SessionEnd, SessionReport, SessionRequest};
-use crate::claude;
 use crate::clock;
-use crate::config::{Backend, Config};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::git;
@@ -782,17 +781,7 @@ impl<'a> Run<'a> {
         let agent = &self.config.agent;
         let program = agent::resolve_agent_command(&agent.command, &self.project.root)?;
         let program = program.to_string_lossy().into_owned();
-        let (argv, reader) = match agent.backend {
-            Backend::Claude => (
-                claude::claude_argv(&program, &agent.model, &agent.args),
-                ReaderKind::ClaudeStreamJson,
-            ),
-            Backend::Command => {
-                let mut argv = vec![program];
-                argv.extend(agent.args.iter().cloned());
-                (argv, ReaderKind::AgentText)
-            }
-        };
+        let (argv, reader) = agent::argv_for(agent, &program);
         let env = vec![
             ("RASEN_ROLE".to_string(), role.name().to_string()),
             ("RASEN_SUBTASK_ID".to_string(), subtask.map(|s| s.id.clone()).unwrap_or_default()),

@@ -1,7 +1,7 @@
-//! What differs between backends when a session starts: which reader
-//! reads the output ([`ReaderKind`]), and the agent's program, found the
-//! way exec will find it. Adding a backend adds a kind here (and a module
-//! with its reader).
+//! What differs between backends when a session starts: the command line
+//! ([`argv_for`]) and which reader reads the output ([`ReaderKind`]); and
+//! the agent's program, found the way exec will find it. Adding a backend
+//! adds an arm to `argv_for`, a kind here, and a module with its reader.
 //!
 //! This module never starts a process: it names what to start and how to
 //! read it.
@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::claude;
 use crate::clock;
+use crate::config::{AgentConfig, Backend};
 use crate::error::{Error, Result};
 use crate::reader::{Reader, TextReader};
 
@@ -34,6 +35,21 @@ impl ReaderKind {
             ReaderKind::ClaudeStreamJson => Box::new(claude::StreamReader::new()),
             ReaderKind::AgentText => Box::new(TextReader::watching(clock::now_secs)),
             ReaderKind::PlainText => Box::new(TextReader::plain()),
+        }
+    }
+}
+
+/// The command line of a session of `agent`'s backend, with `program` (the
+/// resolved `agent.command`) first, and how its output is read.
+pub fn argv_for(agent: &AgentConfig, program: &str) -> (Vec<String>, ReaderKind) {
+    match agent.backend {
+        Backend::Claude => {
+            (claude::claude_argv(program, &agent.model, &agent.args), ReaderKind::ClaudeStreamJson)
+        }
+        Backend::Command => {
+            let mut argv = vec![program.to_string()];
+            argv.extend(agent.args.iter().cloned());
+            (argv, ReaderKind::AgentText)
         }
     }
 }
@@ -100,6 +116,22 @@ mod tests {
     fn find_executable(command: &str) -> Option<PathBuf> {
         // Joined onto "", a relative name stays as written ("./agent").
         find_executable_in(command, Path::new(""), std::env::var_os("PATH").as_deref())
+    }
+
+    #[test]
+    fn each_backend_has_its_command_line_and_reader() {
+        let agent = AgentConfig {
+            model: "opus".into(),
+            args: vec!["--max-turns".into(), "40".into()],
+            ..AgentConfig::default()
+        };
+        let (argv, reader) = argv_for(&agent, "/bin/claude");
+        assert_eq!(argv, claude::claude_argv("/bin/claude", "opus", &agent.args));
+        assert_eq!(reader, ReaderKind::ClaudeStreamJson);
+        let command = AgentConfig { backend: Backend::Command, ..agent };
+        let (argv, reader) = argv_for(&command, "/bin/agent");
+        assert_eq!(argv, ["/bin/agent", "--max-turns", "40"]);
+        assert_eq!(reader, ReaderKind::AgentText);
     }
 
     #[test]

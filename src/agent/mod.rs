@@ -52,7 +52,7 @@ use crate::{process, signals, sys};
 use backend::FIX_COMMAND;
 use output::{Output, Pipe};
 
-pub use backend::{resolve_agent_command, ReaderKind};
+pub use backend::{argv_for, resolve_agent_command, ReaderKind};
 
 #[derive(Clone, Debug)]
 pub struct SessionRequest {
