@@ -9,13 +9,15 @@
 //! blocks of top-level `assistant` lines (`parent_tool_use_id` null or
 //! absent) and lines that are not JSON. Never tool results or user
 //! content, which may quote anything, including `<event …>` tags. The last
-//! `result` line's text is scanned too, by the caller, once the session is
-//! over (it repeats the final assistant text, so callers de-duplicate).
-//! Stderr and stdout lines that are not JSON are read as watched text.
+//! `result` line's text is the report's `final_text`, scanned by the caller
+//! once the session is over (it repeats the final assistant text, so
+//! callers de-duplicate). Stderr, and stdout lines that are not JSON, are
+//! read as text that may hold a usage-limit message or the root refusal;
+//! limit messages are recognized by `usage_limit`.
 //!
 //! This module never starts processes and never touches the disk except to
-//! read a time-zone file (through `clock::tz`) when a limit message names a
-//! zone.
+//! read a time-zone file (through `usage_limit` and `clock::tz`) when a
+//! limit message names a zone.
 
 use miniserde::json::{self, Number, Value};
 
