@@ -10,8 +10,8 @@
 //! is logged and scanned, clipped to [`MAX_TEXT_LINE`]; when it watches,
 //! it also recognizes the messages an agent CLI prints as text that the
 //! run must act on (a usage limit, a refusal to run as root). Adding a
-//! backend means a module with a type that implements [`Reader`], and a
-//! kind in `agent` that names it.
+//! backend means a module with a type that implements [`Reader`], and in
+//! `agent::backend` a kind that names it and the backend's command line.
 //!
 //! A reader only interprets the lines it is handed: it never reads a pipe,
 //! starts a process or writes the log (`agent` does), and never decides
