@@ -29,6 +29,7 @@ mod plan;
 mod process;
 mod project;
 mod prompts;
+mod reader;
 mod run;
 mod signals;
 mod status;
@@ -36,6 +37,7 @@ mod stop;
 mod store;
 mod sys;
 mod text;
+mod usage_limit;
 mod yaml;
 
 use cli::Command;

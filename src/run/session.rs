@@ -7,10 +7,8 @@ use std::time::Duration;
 
 use super::verdict::{Facts, Rules, Verdict};
 use super::{Ending, Run};
-use crate::agent::{self, OutputFormat, Progress, SessionEnd, SessionReport, SessionRequest};
-use crate::claude;
+use crate::agent::{self, Progress, ReaderKind, SessionEnd, SessionReport, SessionRequest};
 use crate::clock;
-use crate::config::Backend;
 use crate::error::Result;
 use crate::git;
 use crate::lock;
@@ -20,6 +18,7 @@ use crate::prompts::{self, Role, Vars};
 use crate::status::{EndReason, Phase, Usage};
 use crate::store;
 use crate::text::one_line;
+use crate::usage_limit::UsageLimit;
 
 impl Run<'_> {
     /// One agent session (one iteration), with status.json saying so.
@@ -66,7 +65,7 @@ impl Run<'_> {
         log(&format!("verify: running `{command}`"));
         let request = SessionRequest {
             argv: vec!["sh".to_string(), "-c".to_string(), command.to_string()],
-            format: OutputFormat::Text,
+            reader: ReaderKind::PlainText,
             cwd: self.project.root.clone(),
             env: Vec::new(),
             prompt: String::new(),
@@ -136,17 +135,7 @@ impl Run<'_> {
         let agent = &self.config.agent;
         let program = agent::resolve_agent_command(&agent.command, &self.project.root)?;
         let program = program.to_string_lossy().into_owned();
-        let (argv, format) = match agent.backend {
-            Backend::Claude => (
-                claude::claude_argv(&program, &agent.model, &agent.args),
-                OutputFormat::ClaudeStreamJson,
-            ),
-            Backend::Command => {
-                let mut argv = vec![program];
-                argv.extend(agent.args.iter().cloned());
-                (argv, OutputFormat::Text)
-            }
-        };
+        let (argv, reader) = agent::argv_for(agent, &program);
         let env = vec![
             ("RASEN_ROLE".to_string(), role.name().to_string()),
             ("RASEN_SUBTASK_ID".to_string(), subtask.map(|s| s.id.clone()).unwrap_or_default()),
@@ -160,7 +149,7 @@ impl Run<'_> {
         };
         Ok(SessionRequest {
             argv,
-            format,
+            reader,
             cwd: self.project.root.clone(),
             env,
             prompt,
@@ -178,10 +167,10 @@ impl Run<'_> {
         commits: u64,
         earlier_commits: u64,
     ) -> Facts<'r> {
-        let agent_error =
-            report.result.as_ref().filter(|r| r.failed()).map(|r| {
-                format!("the agent reported an error ({}): {}", r.subtype, one_line(&r.text))
-            });
+        let agent_error = report
+            .failure
+            .as_ref()
+            .map(|f| format!("the agent reported an error ({}): {}", f.kind, one_line(&f.message)));
         Facts {
             end: report.end,
             events: &report.events,
@@ -213,7 +202,7 @@ impl Run<'_> {
 
     /// A usage limit ends the run (waiting it out is not in this version),
     /// with the reset time in status.json when the agent said it.
-    fn usage_limit_ending(&mut self, limit: &claude::UsageLimit) -> Ending {
+    fn usage_limit_ending(&mut self, limit: &UsageLimit) -> Ending {
         let until = limit.resets_at.map(clock::format_iso);
         self.status.limit_reached(until.clone());
         let until = until.unwrap_or_else(|| "an unknown time".into());
@@ -224,9 +213,9 @@ impl Run<'_> {
 
 /// The tokens and cost an agent reported for its session.
 pub(super) fn usage_of(report: &SessionReport) -> Option<Usage> {
-    report.result.as_ref().map(|r| Usage {
-        input_tokens: r.input_tokens,
-        output_tokens: r.output_tokens,
-        cost_usd: r.cost_usd,
+    report.usage.as_ref().map(|u| Usage {
+        input_tokens: u.input_tokens,
+        output_tokens: u.output_tokens,
+        cost_usd: u.cost_usd,
     })
 }

@@ -3,14 +3,19 @@
 //! line, find its events, and end it on exit, timeout or shutdown, so that
 //! no process of the group outlives the session.
 //!
-//! Memory stays bounded whatever the agent prints: of each line only the
-//! first 64 KiB are kept for the log and the event scan (the rest is
-//! counted and logged as `… (N more bytes)`); a stream-json line is kept up
-//! to 4 MiB so that it can be parsed, which covers every line Claude can
-//! produce of its own words (a `result` holds one message, bounded by the
-//! model's output limit); longer ones are tool output and are only noted.
-//! The report keeps the events, the last `result`, a usage limit, the last
-//! 4 KiB of text and counters, never the whole output.
+//! Each line goes to a reader that the backend chose ([`ReaderKind`]): it
+//! says what to log and what to scan for events, and in the end what the
+//! backend told (tokens, cost, a failure, a usage limit, a refusal to run
+//! as root). The session itself knows no backend's format: `backend` maps
+//! a backend to its command line and reader, `output` keeps what the
+//! session needs of the output, the readers (`claude`, `reader`) read it.
+//!
+//! Memory stays bounded whatever the agent prints: of each line only as
+//! much as the reader needs is kept (64 KiB of text; more of a line the
+//! reader parses whole, such as Claude's stream-json), the rest is counted
+//! and logged as `… (N more bytes)`. The report keeps the events, the
+//! reader's report, the last 4 KiB of text and counters, never the whole
+//! output.
 //!
 //! How a session ends:
 //! - the main process exits: the rest of its group (a build server, a
@@ -27,33 +32,32 @@
 //! This module never decides what the session means (success, retry, …):
 //! it reports, and the orchestrator decides.
 
+mod backend;
+mod output;
+
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::claude::{self, Reading, ResultInfo, StreamReader, UsageLimit};
 use crate::error::{Error, Result};
-use crate::events::{self, Event, EventScanner};
+use crate::events::Event;
+use crate::reader::{Failure, Stream, Usage};
+use crate::usage_limit::UsageLimit;
 use crate::{process, signals, sys};
+use backend::FIX_COMMAND;
+use output::{Output, Pipe};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutputFormat {
-    /// Every line is text (the `command` backend).
-    Text,
-    /// Claude Code's `--output-format stream-json` on stdout; stderr is text.
-    ClaudeStreamJson,
-}
+pub use backend::{argv_for, resolve_agent_command, ReaderKind};
 
 #[derive(Clone, Debug)]
 pub struct SessionRequest {
     pub argv: Vec<String>,
-    pub format: OutputFormat,
+    pub reader: ReaderKind,
     pub cwd: PathBuf,
     /// Added to rasen's own environment.
     pub env: Vec<(String, String)>,
@@ -85,24 +89,18 @@ pub struct SessionReport {
     pub events: Vec<Event>,
     /// The last ~4 KiB of what was logged, for error reports.
     pub tail: String,
-    pub result: Option<ResultInfo>,
+    /// Tokens and cost, when the backend reports them.
+    pub usage: Option<Usage>,
+    /// The backend said the session failed.
+    pub failure: Option<Failure>,
     pub usage_limit: Option<UsageLimit>,
+    /// The agent refused to run because it runs as root.
     pub root_refusal: bool,
     /// Bytes read from stdout and stderr together.
     pub output_bytes: u64,
     pub duration: Duration,
 }
 
-/// Kept of each text line (for the log, the tail and the event scan).
-const LINE_KEEP: usize = claude::MAX_TEXT_LINE;
-/// Kept of each stream-json line, to parse it.
-const JSON_LINE_KEEP: usize = 4 * 1024 * 1024;
-/// Shown of a stream-json line too long to parse.
-const UNPARSED_HEAD: usize = 200;
-/// The size of the report's tail.
-const TAIL_BYTES: usize = 4 * 1024;
-/// At most this many distinct events are kept.
-const MAX_EVENTS: usize = 100;
 /// The longest wait between looks at the clock and at the main process.
 const TICK: Duration = Duration::from_millis(100);
 /// The wait while part of the prompt is still to be written.
@@ -112,8 +110,6 @@ const PROMPT_TICK: Duration = Duration::from_millis(10);
 pub const EXIT_DRAIN: Duration = Duration::from_secs(1);
 /// After SIGKILL: how long to wait for the main process and the pipes.
 const REAP_BOUND: Duration = Duration::from_secs(2);
-
-const FIX_COMMAND: &str = "set agent.command in rasen.yml or RASEN_AGENT_COMMAND";
 
 /// What a running session tells its caller, so that `status` can show a
 /// live agent as live.
@@ -148,6 +144,11 @@ pub fn run_session(
             return Err(Error::failed(format!("cannot read the agent's output: {e}")));
         }
     };
+    let reader = req.reader.reader();
+    let pipes = [
+        Pipe::new(stdout, Stream::Stdout, reader.line_keep(Stream::Stdout)),
+        Pipe::new(stderr, Stream::Stderr, reader.line_keep(Stream::Stderr)),
+    ];
     let mut session = Session {
         req,
         child,
@@ -156,8 +157,8 @@ pub fn run_session(
         last_output: started,
         stdin: Some(stdin),
         written: 0,
-        pipes: [Pipe::new(stdout, req.format, true), Pipe::new(stderr, req.format, false)],
-        output: Output::new(req),
+        pipes,
+        output: Output::new(req, reader),
         leader: None,
         buf: vec![0; 64 * 1024],
         observe,
@@ -165,64 +166,6 @@ pub fn run_session(
     };
     let end = session.run();
     Ok(session.into_report(end))
-}
-
-/// The executable `command` names: a path when it contains `/` (relative to
-/// the current directory), otherwise the first match in `$PATH`.
-#[cfg(test)]
-fn find_executable(command: &str) -> Option<PathBuf> {
-    // Joined onto "", a relative name stays as written ("./agent").
-    find_executable_in(command, Path::new(""), std::env::var_os("PATH").as_deref())
-}
-
-/// `command` as the agent started in `cwd` would find it, as an absolute
-/// path, or the configuration error that names it. Lets the orchestrator
-/// check the agent before any session starts.
-pub fn resolve_agent_command(command: &str, cwd: &Path) -> Result<PathBuf> {
-    resolve_program(command, cwd, std::env::var_os("PATH").as_deref())
-}
-
-fn resolve_program(command: &str, cwd: &Path, path: Option<&OsStr>) -> Result<PathBuf> {
-    let found = find_executable_in(command, cwd, path).ok_or_else(|| {
-        Error::config(if command.is_empty() {
-            format!("agent command is empty ({FIX_COMMAND})")
-        } else if command.contains('/') {
-            format!(
-                "agent command \"{command}\" is not an executable file (in {}) ({FIX_COMMAND})",
-                cwd.display()
-            )
-        } else {
-            format!("agent command \"{command}\" not found in PATH ({FIX_COMMAND})")
-        })
-    })?;
-    if found.is_absolute() {
-        return Ok(found);
-    }
-    // Absolute, so that the child's chdir cannot change what it names.
-    std::env::current_dir()
-        .map(|dir| dir.join(&found))
-        .map_err(|e| Error::failed(format!("cannot read the current directory: {e}")))
-}
-
-/// Looks `command` up the way exec would after a chdir to `dir`: a name with
-/// a `/` relative to `dir`, else each `$PATH` entry (relative entries, and
-/// the empty one, relative to `dir` too).
-fn find_executable_in(command: &str, dir: &Path, path: Option<&OsStr>) -> Option<PathBuf> {
-    if command.is_empty() {
-        return None;
-    }
-    if command.contains('/') {
-        let candidate = dir.join(command);
-        return is_executable_file(&candidate).then_some(candidate);
-    }
-    let path = path.unwrap_or(OsStr::new("/usr/local/bin:/usr/bin:/bin"));
-    std::env::split_paths(path)
-        .map(|entry| dir.join(entry).join(command))
-        .find(|c| is_executable_file(c))
-}
-
-fn is_executable_file(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 fn spawn(req: &SessionRequest) -> Result<Child> {
@@ -239,7 +182,7 @@ fn spawn(req: &SessionRequest) -> Result<Child> {
         Some((_, value)) => Some(OsStr::new(value)),
         None => inherited.as_deref(),
     };
-    let program = resolve_program(name, &req.cwd, path)?;
+    let program = backend::resolve_program(name, &req.cwd, path)?;
     let mut command = Command::new(&program);
     command
         .arg0(name)
@@ -497,7 +440,6 @@ impl Session<'_> {
             match file.read(&mut self.buf) {
                 Ok(0) => return self.close_pipe(i),
                 Ok(n) => {
-                    self.output.bytes += n as u64;
                     self.last_output = Instant::now();
                     let Session { pipes, output, buf, .. } = self;
                     pipes[i].take_bytes(&buf[..n], output);
@@ -517,23 +459,8 @@ impl Session<'_> {
         }
     }
 
-    fn into_report(mut self, end: SessionEnd) -> SessionReport {
-        let result = self.output.reader.result().cloned();
-        if let Some(result) = &result {
-            for event in events::extract_events(&result.text) {
-                self.output.add_event(event);
-            }
-        }
-        SessionReport {
-            end,
-            events: self.output.events,
-            tail: self.output.tail.into_string(),
-            result,
-            usage_limit: self.output.reader.usage_limit(),
-            root_refusal: self.output.reader.root_refusal(),
-            output_bytes: self.output.bytes,
-            duration: self.started.elapsed(),
-        }
+    fn into_report(self, end: SessionEnd) -> SessionReport {
+        self.output.into_report(end, self.started.elapsed())
     }
 }
 
@@ -551,188 +478,6 @@ fn time_left(limit: Duration, since: Instant) -> Option<Duration> {
         return None;
     }
     Some(limit.saturating_sub(since.elapsed()))
-}
-
-/// One of the agent's output streams.
-struct Pipe {
-    file: Option<File>,
-    line: LineBuffer,
-    /// Each stream has its own scanner: the two interleave arbitrarily.
-    events: EventScanner,
-    /// Lines are stream-json (Claude's stdout).
-    json: bool,
-}
-
-impl Pipe {
-    fn new(file: File, format: OutputFormat, is_stdout: bool) -> Pipe {
-        let json = is_stdout && format == OutputFormat::ClaudeStreamJson;
-        Pipe {
-            file: Some(file),
-            line: LineBuffer::new(if json { JSON_LINE_KEEP } else { LINE_KEEP }),
-            events: EventScanner::new(),
-            json,
-        }
-    }
-
-    fn take_bytes(&mut self, bytes: &[u8], output: &mut Output) {
-        let Pipe { line, events, json, .. } = self;
-        line.push(bytes, &mut |text, dropped| output.take_line(text, dropped, *json, events));
-    }
-
-    fn finish(&mut self, output: &mut Output) {
-        let Pipe { line, events, json, .. } = self;
-        line.finish(&mut |text, dropped| output.take_line(text, dropped, *json, events));
-    }
-}
-
-/// Splits a byte stream into lines, keeping at most `keep` bytes of each
-/// and counting the rest.
-struct LineBuffer {
-    kept: Vec<u8>,
-    keep: usize,
-    dropped: u64,
-}
-
-impl LineBuffer {
-    fn new(keep: usize) -> LineBuffer {
-        LineBuffer { kept: Vec::new(), keep, dropped: 0 }
-    }
-
-    /// Calls `on_line(kept bytes, dropped byte count)` for each line that
-    /// `bytes` completes.
-    fn push(&mut self, mut bytes: &[u8], on_line: &mut dyn FnMut(&[u8], u64)) {
-        while let Some(newline) = bytes.iter().position(|&b| b == b'\n') {
-            self.append(&bytes[..newline]);
-            self.emit(on_line);
-            bytes = &bytes[newline + 1..];
-        }
-        self.append(bytes);
-    }
-
-    /// The stream ended: a last line without a newline is still a line.
-    fn finish(&mut self, on_line: &mut dyn FnMut(&[u8], u64)) {
-        if !self.kept.is_empty() || self.dropped > 0 {
-            self.emit(on_line);
-        }
-    }
-
-    fn append(&mut self, bytes: &[u8]) {
-        let take = bytes.len().min(self.keep - self.kept.len());
-        self.kept.extend_from_slice(&bytes[..take]);
-        self.dropped += (bytes.len() - take) as u64;
-    }
-
-    fn emit(&mut self, on_line: &mut dyn FnMut(&[u8], u64)) {
-        let line = match self.kept.strip_suffix(b"\r") {
-            Some(line) if self.dropped == 0 => line,
-            _ => &self.kept[..],
-        };
-        on_line(line, self.dropped);
-        self.kept.clear();
-        self.dropped = 0;
-        if self.kept.capacity() > LINE_KEEP {
-            self.kept = Vec::new(); // do not hold on to a huge line's buffer
-        }
-    }
-}
-
-/// What the session keeps of its output.
-struct Output {
-    log_prefix: String,
-    reader: StreamReader,
-    events: Vec<Event>,
-    events_dropped: bool,
-    tail: Tail,
-    bytes: u64,
-}
-
-impl Output {
-    fn new(req: &SessionRequest) -> Output {
-        Output {
-            log_prefix: req.log_prefix.clone(),
-            reader: StreamReader::new(),
-            events: Vec::new(),
-            events_dropped: false,
-            tail: Tail::default(),
-            bytes: 0,
-        }
-    }
-
-    /// One line of output: read it, log it, remember it, scan it.
-    fn take_line(&mut self, bytes: &[u8], dropped: u64, json: bool, scanner: &mut EventScanner) {
-        let text = String::from_utf8_lossy(bytes);
-        let reading = if json && dropped == 0 {
-            self.reader.read_json_line(&text)
-        } else if json && text.trim_start().starts_with('{') {
-            // Too long to parse: tool output (a file read, a subagent's
-            // report), never the agent's own message or the result.
-            let head = claude::clip(&text, UNPARSED_HEAD);
-            let more = dropped + (text.len() - head.len()) as u64;
-            Reading {
-                log_lines: vec![format!("{head} … ({more} more bytes, too long to read as JSON)")],
-                scan_text: Vec::new(),
-            }
-        } else {
-            self.reader.read_text_line(&text, dropped)
-        };
-        for line in &reading.log_lines {
-            log_agent_line(&self.log_prefix, line);
-            self.tail.push_line(line);
-        }
-        for text in &reading.scan_text {
-            let mut found = scanner.feed(text);
-            found.extend(scanner.feed("\n"));
-            for event in found {
-                self.add_event(event);
-            }
-        }
-    }
-
-    fn add_event(&mut self, event: Event) {
-        if self.events.contains(&event) {
-            return;
-        }
-        if self.events.len() >= MAX_EVENTS {
-            if !self.events_dropped {
-                log_note(&format!("agent sent more than {MAX_EVENTS} events: ignoring the rest"));
-                self.events_dropped = true;
-            }
-            return;
-        }
-        self.events.push(event);
-    }
-}
-
-/// The last few KiB of logged text.
-#[derive(Default)]
-struct Tail {
-    text: String,
-}
-
-impl Tail {
-    fn push_line(&mut self, line: &str) {
-        self.text.push_str(claude::clip(line, TAIL_BYTES));
-        self.text.push('\n');
-        if self.text.len() > 2 * TAIL_BYTES {
-            let start = self.keep_from();
-            self.text.drain(..start);
-        }
-    }
-
-    /// Where the last TAIL_BYTES start, on a character boundary.
-    fn keep_from(&self) -> usize {
-        let mut start = self.text.len().saturating_sub(TAIL_BYTES);
-        while !self.text.is_char_boundary(start) {
-            start += 1;
-        }
-        start
-    }
-
-    fn into_string(mut self) -> String {
-        let start = self.keep_from();
-        self.text.drain(..start);
-        self.text
-    }
 }
 
 /// Copies one line of agent output to the log. Unit tests read what would
@@ -754,8 +499,10 @@ fn log_note(message: &str) {
 
 #[cfg(test)]
 mod tests {
+    use super::output::{LINE_KEEP, TAIL_BYTES};
     use super::*;
     use std::cell::RefCell;
+    use std::path::Path;
 
     thread_local! {
         static LOGGED: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
@@ -778,7 +525,7 @@ mod tests {
     fn script(text: &str) -> SessionRequest {
         SessionRequest {
             argv: vec!["sh".into(), "-c".into(), text.into()],
-            format: OutputFormat::Text,
+            reader: ReaderKind::AgentText,
             cwd: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
             env: Vec::new(),
             prompt: String::new(),
@@ -962,9 +709,9 @@ mod tests {
 
     #[test]
     fn twenty_megabytes_on_one_line_stay_small() {
-        for format in [OutputFormat::Text, OutputFormat::ClaudeStreamJson] {
+        for kind in [ReaderKind::AgentText, ReaderKind::ClaudeStreamJson] {
             let mut req = script("head -c 20000000 /dev/zero | tr '\\0' a");
-            req.format = format;
+            req.reader = kind;
             let report = run(&req);
             assert_eq!(report.end, SessionEnd::Exited(0));
             assert_eq!(report.output_bytes, 20_000_000);
@@ -983,9 +730,9 @@ mod tests {
              head -c 5000000 /dev/zero | tr '\\0' a; printf '\"}]}}\\n'; \
              printf '%s\\n' '{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":false,\"result\":\"ok\"}'",
         );
-        req.format = OutputFormat::ClaudeStreamJson;
+        req.reader = ReaderKind::ClaudeStreamJson;
         let report = run(&req);
-        assert_eq!(report.result.as_ref().map(|r| r.text.as_str()), Some("ok"));
+        assert!(report.usage.is_some() && report.failure.is_none(), "{report:?}");
         let lines = agent_lines("agent");
         assert_eq!(lines.len(), 2);
         assert!(lines[0].starts_with("{\"type\":\"user\""));
@@ -1030,16 +777,16 @@ printf '%s\n' '{"type":"assistant","message":{"content":[{"type":"text","text":"
 printf '%s\n' '{"type":"result","subtype":"success","is_error":false,"result":"Done <event topic=\"build.done\">tests: pass</event>","total_cost_usd":0.5,"usage":{"input_tokens":7,"output_tokens":3}}'
 echo 'some stderr' >&2"#,
         );
-        req.format = OutputFormat::ClaudeStreamJson;
+        req.reader = ReaderKind::ClaudeStreamJson;
         let report = run(&req);
         assert_eq!(report.end, SessionEnd::Exited(0));
         assert_eq!(
             report.events,
             [Event { topic: "build.done".into(), payload: "tests: pass".into() }]
         );
-        let result = report.result.unwrap();
-        assert_eq!((result.input_tokens, result.output_tokens, result.cost_usd), (7, 3, 0.5));
-        assert!(!result.failed());
+        let usage = report.usage.unwrap();
+        assert_eq!((usage.input_tokens, usage.output_tokens, usage.cost_usd), (7, 3, 0.5));
+        assert_eq!(report.failure, None);
         assert_eq!(report.usage_limit, None);
         assert!(!report.root_refusal);
         let lines = agent_lines("agent");
@@ -1052,20 +799,20 @@ echo 'some stderr' >&2"#,
     #[test]
     fn claude_usage_limit_and_root_refusal_reach_the_report() {
         let mut req = script("cat tests/fixtures/claude/claude-rate-limit-stream.jsonl; exit 1");
-        req.format = OutputFormat::ClaudeStreamJson;
+        req.reader = ReaderKind::ClaudeStreamJson;
         let report = run(&req);
         assert_eq!(report.end, SessionEnd::Exited(1));
         let limit = report.usage_limit.unwrap();
         assert_eq!(limit.resets_at, Some(1_784_399_400));
-        assert!(report.result.unwrap().failed());
+        assert!(report.failure.is_some());
 
         let mut req = script(
             "echo '--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons' >&2; exit 1",
         );
-        req.format = OutputFormat::ClaudeStreamJson;
+        req.reader = ReaderKind::ClaudeStreamJson;
         let report = run(&req);
         assert!(report.root_refusal);
-        assert!(report.result.is_none());
+        assert!(report.usage.is_none() && report.failure.is_none());
         assert!(report.tail.contains("root/sudo"));
         take_log();
     }
@@ -1080,7 +827,7 @@ echo 'some stderr' >&2"#,
                 continue;
             }
             let mut req = script(&format!("cat 'tests/fixtures/claude/{name}'"));
-            req.format = OutputFormat::ClaudeStreamJson;
+            req.reader = ReaderKind::ClaudeStreamJson;
             let report = run(&req);
             assert_eq!(report.end, SessionEnd::Exited(0), "{name}");
             let lines = std::fs::read_to_string(&path).unwrap().lines().count();
@@ -1089,7 +836,7 @@ echo 'some stderr' >&2"#,
                 "{name}: one log line per JSON line at least"
             );
             let expect_result = !name.contains("api-retry") && !name.contains("2.1.284");
-            assert_eq!(report.result.is_some(), expect_result, "{name}");
+            assert_eq!(report.usage.is_some(), expect_result, "{name}");
             assert_eq!(report.usage_limit.is_some(), name.contains("rate-limit"), "{name}");
             assert!(report.events.is_empty(), "{name}");
         }
@@ -1117,32 +864,14 @@ echo 'some stderr' >&2"#,
     }
 
     #[test]
-    fn executables_are_found_in_path_or_by_path() {
-        let sh = find_executable("sh").unwrap();
-        assert!(sh.is_absolute() && sh.ends_with("sh"));
-        assert_eq!(find_executable("no-such-command-rasen"), None);
-        assert_eq!(find_executable(""), None);
-        // A directory or a file without execute permission is not one.
-        assert_eq!(
-            find_executable_in("./tests", Path::new(env!("CARGO_MANIFEST_DIR")), None),
-            None
-        );
-        assert_eq!(find_executable("./Cargo.toml"), None);
-        let sh_dir = sh.parent().unwrap();
-        let relative = format!("./{}", sh.file_name().unwrap().to_str().unwrap());
-        assert_eq!(find_executable_in(&relative, sh_dir, None), Some(sh_dir.join(&relative)));
-        let found = resolve_agent_command("sh", Path::new("/")).unwrap();
-        assert!(found.is_absolute());
-    }
-
-    #[test]
     fn the_agent_runs_in_the_requested_directory_with_a_relative_command() {
         let dir = std::env::temp_dir().join(format!("rasen-agent-cwd-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         // A link to sh, not a script written here: a file just written can
         // be "busy" for exec while a parallel test forks.
         let _ = std::fs::remove_file(dir.join("agent"));
-        std::os::unix::fs::symlink(find_executable("sh").unwrap(), dir.join("agent")).unwrap();
+        let sh = resolve_agent_command("sh", Path::new("/")).unwrap();
+        std::os::unix::fs::symlink(sh, dir.join("agent")).unwrap();
         let mut req = script("");
         req.argv = vec!["./agent".into(), "-c".into(), "pwd".into()];
         req.cwd = dir.clone();
@@ -1150,27 +879,5 @@ echo 'some stderr' >&2"#,
         assert_eq!(report.end, SessionEnd::Exited(0));
         assert_eq!(agent_lines("agent"), [dir.canonicalize().unwrap().display().to_string()]);
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn line_buffer_keeps_a_bounded_head_of_each_line() {
-        let mut lines = Vec::new();
-        let mut buffer = LineBuffer::new(4);
-        let mut collect = |kept: &[u8], dropped: u64| lines.push((kept.to_vec(), dropped));
-        buffer.push(b"ab\r\nabcdefg", &mut collect);
-        buffer.push(b"hi\nx", &mut collect);
-        buffer.finish(&mut collect);
-        assert_eq!(lines, [(b"ab".to_vec(), 0), (b"abcd".to_vec(), 5), (b"x".to_vec(), 0)]);
-    }
-
-    #[test]
-    fn tail_keeps_the_last_kilobytes_on_a_character_boundary() {
-        let mut tail = Tail::default();
-        for i in 0..2000 {
-            tail.push_line(&format!("ligne numéro {i}"));
-        }
-        let text = tail.into_string();
-        assert!(text.len() <= TAIL_BYTES);
-        assert!(text.ends_with("ligne numéro 1999\n"));
     }
 }
