@@ -1,9 +1,7 @@
 //! Edges a careful user runs into: a start that fails half-way, a PID file
 //! with garbage in it, a runtime file deleted by hand.
 
-#[allow(dead_code)]
-mod common;
-use common::*;
+use crate::harness::*;
 
 fn initialized(name: &str) -> Project {
     let p = Project::new(name);

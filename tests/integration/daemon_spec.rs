@@ -3,12 +3,10 @@
 //! git. Each test reads like the shell session the spec shows; the output
 //! lines it quotes are checked as facts (wording may be richer).
 
-#[allow(dead_code)]
-mod common;
-use common::*;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::harness::*;
 
 const STARTING: &str = "Starting daemon... (PID file: .rasen/rasen.pid, log: .rasen/rasen.log)";
 /// How long a test waits for something the scripted agent does in well

@@ -1,12 +1,13 @@
-//! Helpers shared by the `rasen run` tests (tests/run*.rs): a project with a
-//! task, the state files as values, the sessions the agent recorded, and the
-//! checks that every one of those tests makes in the same way.
+//! Helpers shared by the `rasen run` tests (the `run*` and `recovery`
+//! modules): a project with a task, the state files as values, the sessions
+//! the agent recorded, and the checks that every one of those tests makes in
+//! the same way.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use miniserde::json::Value;
 
-use crate::common::*;
+use crate::harness::*;
 
 /// The task every run test starts from; unique enough to find in a prompt.
 pub const TASK: &str = "Build the frobnicator XYZZY-7 in small steps";

@@ -12,12 +12,8 @@ mod json;
 mod process;
 mod run;
 
-// Not every test file uses every part of the harness.
-#[allow(unused_imports)]
 pub use json::*;
-#[allow(unused_imports)]
 pub use process::*;
-#[allow(unused_imports)]
 pub use run::*;
 
 use process::kill_if_cmdline_mentions;

@@ -3,16 +3,11 @@
 //! each with its whole process group gone; and a flood of output that must
 //! not grow rasen's memory.
 
-#[allow(dead_code)]
-mod common;
-#[allow(dead_code)]
-mod run_support;
-
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
-use run_support::*;
+use crate::harness::*;
+use crate::run_support::*;
 
 /// Runs a task whose one coder session times out; returns the attempt's
 /// reason and duration after checking what every timeout leaves behind.

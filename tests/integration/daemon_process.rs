@@ -5,10 +5,6 @@
 //! SIGTERM and SIGINT sent straight to it (`kill -TERM PID`); and `status`
 //! readable at every instant of a run.
 
-#[allow(dead_code)]
-mod common;
-use common::*;
-
 use std::fs::OpenOptions;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
@@ -20,6 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use miniserde::json::Value;
+
+use crate::harness::*;
 
 const DEADLINE_SECS: u64 = 30;
 

@@ -4,13 +4,11 @@
 //! column, the environment layer, a missing agent, and the crate's
 //! dependency rule.
 
-#[allow(dead_code)]
-mod common;
-use common::*;
-
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
+
+use crate::harness::*;
 
 const COMMANDS: [&str; 6] = ["init", "run", "resume", "status", "logs", "stop"];
 
