@@ -30,8 +30,8 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-# The daemon story of spec-daemon-mode.md in a temporary repository, with
-# the scripted agent (no Claude, no network).
+# The daemon story (README.md, "Daemon mode") in a temporary repository,
+# with the scripted agent (no Claude, no network).
 demo: build
 	RASEN=$(abspath $(BIN)) sh tests/demo.sh
 

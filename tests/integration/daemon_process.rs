@@ -113,7 +113,7 @@ fn subtask_statuses(p: &Project) -> Vec<String> {
     subtasks.iter().map(|s| get_str(s, "status").unwrap_or("?").to_string()).collect()
 }
 
-/// `sh -c 'kill -SIG PID'`, the way the spec shows it.
+/// `sh -c 'kill -SIG PID'`, as a user sends a signal from a shell.
 fn shell_kill(p: &Project, signal: &str, pid: i32) {
     let r = Spawned::start(
         {
