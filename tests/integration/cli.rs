@@ -12,8 +12,6 @@ use crate::harness::*;
 
 const COMMANDS: [&str; 6] = ["init", "run", "resume", "status", "logs", "stop"];
 
-/// The one line a usage or configuration error prints, without the prefix;
-/// panics unless stderr is exactly one `rasen: error: …` line.
 /// The one `rasen: warning:` line that status, logs and stop print for a
 /// broken configuration before carrying on with the default paths.
 fn warning_line(r: &RunResult) -> &str {
@@ -24,6 +22,8 @@ fn warning_line(r: &RunResult) -> &str {
     first.strip_prefix("rasen: warning: ").unwrap_or_else(|| panic!("no `rasen: warning:`\n{r}"))
 }
 
+/// The one line a usage or configuration error prints, without the prefix;
+/// panics unless stderr is exactly one `rasen: error: …` line.
 fn error_line(r: &RunResult) -> &str {
     let mut lines = r.stderr.lines();
     let (Some(first), None) = (lines.next(), lines.next()) else {

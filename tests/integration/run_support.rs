@@ -154,8 +154,6 @@ pub fn now_epoch() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
-/// "2026-01-27T18:45:00Z" as seconds since the epoch; None unless it has
-/// exactly that shape.
 /// The run ended with reason usage_limit and status.json's waiting_until
 /// is `reset_secs` after the run (which lasted from `before` to `after`):
 /// the reset time the agent reported, not a guess.
@@ -170,6 +168,8 @@ pub fn assert_usage_limit_resets_after(p: &Project, reset_secs: i64, before: i64
     );
 }
 
+/// "2026-01-27T18:45:00Z" as seconds since the epoch; None unless it has
+/// exactly that shape.
 pub fn iso_to_epoch(text: &str) -> Option<i64> {
     let b = text.as_bytes();
     let shape = b.len() == 20
