@@ -23,21 +23,6 @@ const DEADLINE_SECS: u64 = 30;
 
 // --- helpers ---------------------------------------------------------------------
 
-/// The fields of /proc/PID/stat after the command name: [0] state,
-/// [1] ppid, [2] pgrp, [3] session, [4] tty_nr, …
-fn stat_fields(pid: i32) -> Vec<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/stat: {e}"));
-    let rest = &stat[stat.rfind(')').expect("a command name in parentheses") + 1..];
-    rest.split_whitespace().map(str::to_string).collect()
-}
-
-/// Where /proc/PID/fd/FD points.
-fn fd_target(pid: i32, fd: i32) -> PathBuf {
-    std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
-        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/fd/{fd}: {e}"))
-}
-
 /// A daemon started by a test, SIGKILLed on drop if it still runs as
 /// rasen: the project's own cleanup goes by the PID file, which a daemon
 /// that misbehaves may have removed.

@@ -7,8 +7,8 @@
 //! lines it quotes are the ones README.md promises ("Commands", "Daemon
 //! mode"), checked as facts (the wording may be richer).
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::harness::*;
 
@@ -191,46 +191,6 @@ fn rasen_processes_in(dir: &Path) -> Vec<i32> {
         .collect()
 }
 
-/// Fields of /proc/PID/stat after the command name: state is [0], the
-/// session [3], the controlling terminal [4].
-fn stat_fields(pid: i32) -> Vec<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    stat[stat.rfind(')').unwrap() + 1..].split_whitespace().map(String::from).collect()
-}
-
-fn fd_target(pid: i32, fd: i32) -> PathBuf {
-    std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap()
-}
-
-/// Seconds since the epoch of `YYYY-MM-DDTHH:MM:SSZ`; None if not that form.
-fn parse_utc(text: &str) -> Option<i64> {
-    let b = text.as_bytes();
-    let shape_ok = b.len() == 20
-        && b.iter().enumerate().all(|(i, c)| match i {
-            4 | 7 => *c == b'-',
-            10 => *c == b'T',
-            13 | 16 => *c == b':',
-            19 => *c == b'Z',
-            _ => c.is_ascii_digit(),
-        });
-    if !shape_ok {
-        return None;
-    }
-    let n = |from: usize, to: usize| text[from..to].parse::<i64>().unwrap();
-    let (y, m, d) = (n(0, 4), n(5, 7), n(8, 10));
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-    let days = era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468;
-    Some(days * 86400 + n(11, 13) * 3600 + n(14, 16) * 60 + n(17, 19))
-}
-
-fn now_secs() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
-}
-
 // ---------------------------------------------------------------------------
 // Usage
 // ---------------------------------------------------------------------------
@@ -293,8 +253,8 @@ fn status_and_logs_show_the_daemon_at_work() {
     assert_eq!(lines.get(at + 1).map(|l| l.trim_end()), Some("  Do step 2"), "{r}");
     let activity = line_starting(s, "Last activity: ").unwrap_or_else(|| panic!("{r}"));
     let stamp = &activity["Last activity: ".len()..][..20];
-    let when = parse_utc(stamp).unwrap_or_else(|| panic!("not an ISO UTC time: {activity}"));
-    assert!((now_secs() - when).abs() < 120, "last activity {stamp} is not now in UTC");
+    let when = iso_to_epoch(stamp).unwrap_or_else(|| panic!("not an ISO UTC time: {activity}"));
+    assert!((now_epoch() - when).abs() < 120, "last activity {stamp} is not now in UTC");
 
     // logs -n 100: the last 100 lines of a log that has more.
     let r = p.rasen(&["logs", "-n", "100"]).expect_code(0);

@@ -8,10 +8,12 @@
 //! process it cannot tie to the test (checked through /proc/PID/cmdline), and
 //! it cleans up on drop, also when the test panics.
 
+mod clock;
 mod json;
 mod process;
 mod run;
 
+pub use clock::*;
 pub use json::*;
 pub use process::*;
 pub use run::*;
