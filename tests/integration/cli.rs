@@ -151,17 +151,6 @@ fn write_long_log(p: &Project, n: usize) {
     p.write(".rasen/rasen.log", &log);
 }
 
-/// A child process killed (and reaped) when dropped, so that a failing test
-/// leaves nothing behind.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `rasen ARGS | head -1`: reads one line, closes the pipe, and returns the
 /// line and how rasen ended.
 fn read_one_line_then_close(p: &Project, args: &[&str]) -> (String, RunResult) {
