@@ -54,7 +54,10 @@ pub struct Project {
     scripted_dir: PathBuf,
     env: Vec<(String, String)>,
     settings: Vec<(String, String)>,
-    spawned: RefCell<Vec<i32>>,
+    /// Every rasen process the project started, and every daemon PID it
+    /// read from the PID file: killed on drop even if the PID file is gone
+    /// by then (`git clean`, a test that removes it).
+    rasen_pids: RefCell<Vec<i32>>,
 }
 
 impl Project {
@@ -73,7 +76,7 @@ impl Project {
             scripted_dir,
             env: Vec::new(),
             settings: default_settings(),
-            spawned: RefCell::default(),
+            rasen_pids: RefCell::default(),
         };
         project.git(&["init", "-q"]);
         for (key, value) in [("user.name", "Rasen Test"), ("user.email", "test@rasen.invalid")] {
@@ -178,7 +181,7 @@ impl Project {
         let mut cmd = self.command(env!("CARGO_BIN_EXE_rasen"));
         cmd.args(args);
         let spawned = Spawned::start(cmd, &format!("rasen {}", args.join(" ")));
-        self.spawned.borrow_mut().push(spawned.pid());
+        self.rasen_pids.borrow_mut().push(spawned.pid());
         spawned
     }
 
@@ -214,7 +217,12 @@ impl Project {
 
     /// The PID in .rasen/rasen.pid, if the file exists and holds one.
     pub fn daemon_pid(&self) -> Option<i32> {
-        self.file(".rasen/rasen.pid")?.trim().parse().ok()
+        let pid = self.file(".rasen/rasen.pid")?.trim().parse().ok()?;
+        let mut seen = self.rasen_pids.borrow_mut();
+        if !seen.contains(&pid) {
+            seen.push(pid);
+        }
+        Some(pid)
     }
 
     /// Commits on HEAD, the initial commit included (1 in a new project).
@@ -293,7 +301,7 @@ impl Drop for Project {
         for pid in self.agent_pids() {
             kill_if_cmdline_mentions(pid, &["sleep", "scripted-agent", "claude"]);
         }
-        for &pid in self.spawned.borrow().iter() {
+        for &pid in self.rasen_pids.borrow().iter() {
             kill_if_cmdline_mentions(pid, &["rasen"]);
         }
         if std::env::var_os("RASEN_KEEP_TEST_DIRS").is_some() {
