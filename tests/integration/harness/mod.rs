@@ -6,7 +6,9 @@
 //! It never sleeps a fixed time: it polls with deadlines, so a hang fails the
 //! test with what was seen instead of stalling the suite. It never kills a
 //! process it cannot tie to the test (checked through /proc/PID/cmdline), and
-//! it cleans up on drop, also when the test panics.
+//! it cleans up on drop, also when the test panics. Each project's
+//! directories are named for the test process and a counter, so the tests
+//! of every module can run side by side in the one test binary.
 
 mod clock;
 mod json;
