@@ -1,6 +1,8 @@
 #!/bin/sh
-# make demo: the daemon story of spec-daemon-mode.md, end to end, in a
-# temporary git repository, with the scripted agent standing in for Claude.
+# make demo: the daemon story (README.md, "Daemon mode"), end to end, in a
+# temporary git repository, with the scripted agent standing in for Claude:
+# init, run --background, status, logs, stop, resume --background, follow
+# the log until the task completes.
 # Needs only sh, git and the release binary; no network, no Claude.
 set -eu
 

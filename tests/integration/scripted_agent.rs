@@ -3,13 +3,11 @@
 //! runs them, plus the harness's process checks. If these fail, every
 //! rasen integration test that uses them is suspect.
 
-#[allow(dead_code)]
-mod common;
-
 use std::process::Command;
 
-use common::*;
 use miniserde::json::Value;
+
+use crate::harness::*;
 
 const DEADLINE_SECS: u64 = 20;
 

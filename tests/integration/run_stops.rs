@@ -1,15 +1,10 @@
 //! Every way a foreground `rasen run` stops, each by its own scenario: the
 //! reason in status.json, the exit code, and what is left behind.
 
-#[allow(dead_code)]
-mod common;
-#[allow(dead_code)]
-mod run_support;
-
 use std::time::{Duration, Instant};
 
-use common::*;
-use run_support::*;
+use crate::harness::*;
+use crate::run_support::*;
 
 /// Asserts how the run ended in status.json: its state and reason.
 fn assert_ended(p: &Project, state: &str, reason: &str) {

@@ -6,18 +6,18 @@
 //! It never sleeps a fixed time: it polls with deadlines, so a hang fails the
 //! test with what was seen instead of stalling the suite. It never kills a
 //! process it cannot tie to the test (checked through /proc/PID/cmdline), and
-//! it cleans up on drop, also when the test panics.
+//! it cleans up on drop, also when the test panics. Each project's
+//! directories are named for the test process and a counter, so the tests
+//! of every module can run side by side in the one test binary.
 
+mod clock;
 mod json;
 mod process;
 mod run;
 
-// Not every test file uses every part of the harness.
-#[allow(unused_imports)]
+pub use clock::*;
 pub use json::*;
-#[allow(unused_imports)]
 pub use process::*;
-#[allow(unused_imports)]
 pub use run::*;
 
 use process::kill_if_cmdline_mentions;
@@ -56,7 +56,10 @@ pub struct Project {
     scripted_dir: PathBuf,
     env: Vec<(String, String)>,
     settings: Vec<(String, String)>,
-    spawned: RefCell<Vec<i32>>,
+    /// Every rasen process the project started, and every daemon PID it
+    /// read from the PID file: killed on drop even if the PID file is gone
+    /// by then (`git clean`, a test that removes it).
+    rasen_pids: RefCell<Vec<i32>>,
 }
 
 impl Project {
@@ -75,7 +78,7 @@ impl Project {
             scripted_dir,
             env: Vec::new(),
             settings: default_settings(),
-            spawned: RefCell::default(),
+            rasen_pids: RefCell::default(),
         };
         project.git(&["init", "-q"]);
         for (key, value) in [("user.name", "Rasen Test"), ("user.email", "test@rasen.invalid")] {
@@ -180,7 +183,7 @@ impl Project {
         let mut cmd = self.command(env!("CARGO_BIN_EXE_rasen"));
         cmd.args(args);
         let spawned = Spawned::start(cmd, &format!("rasen {}", args.join(" ")));
-        self.spawned.borrow_mut().push(spawned.pid());
+        self.rasen_pids.borrow_mut().push(spawned.pid());
         spawned
     }
 
@@ -216,7 +219,12 @@ impl Project {
 
     /// The PID in .rasen/rasen.pid, if the file exists and holds one.
     pub fn daemon_pid(&self) -> Option<i32> {
-        self.file(".rasen/rasen.pid")?.trim().parse().ok()
+        let pid = self.file(".rasen/rasen.pid")?.trim().parse().ok()?;
+        let mut seen = self.rasen_pids.borrow_mut();
+        if !seen.contains(&pid) {
+            seen.push(pid);
+        }
+        Some(pid)
     }
 
     /// Commits on HEAD, the initial commit included (1 in a new project).
@@ -295,7 +303,7 @@ impl Drop for Project {
         for pid in self.agent_pids() {
             kill_if_cmdline_mentions(pid, &["sleep", "scripted-agent", "claude"]);
         }
-        for &pid in self.spawned.borrow().iter() {
+        for &pid in self.rasen_pids.borrow().iter() {
             kill_if_cmdline_mentions(pid, &["rasen"]);
         }
         if std::env::var_os("RASEN_KEEP_TEST_DIRS").is_some() {

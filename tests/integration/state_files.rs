@@ -4,13 +4,11 @@
 //! column or the field, and the file kept byte for byte. And the modes of
 //! everything rasen creates, under the most permissive umask.
 
-#[allow(dead_code)]
-mod common;
-use common::*;
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+
+use crate::harness::*;
 
 const PLAN_FILE: &str = ".rasen/implementation_plan.json";
 const HISTORY_FILE: &str = ".rasen/attempt_history.json";

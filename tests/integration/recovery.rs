@@ -2,13 +2,8 @@
 //! by `kill -9`), whose draft plan must never be taken for the plan, while
 //! a plan written by hand is run as it is.
 
-#[allow(dead_code)]
-mod common;
-#[allow(dead_code)]
-mod run_support;
-
-use common::*;
-use run_support::*;
+use crate::harness::*;
+use crate::run_support::*;
 
 const PLAN_FILE: &str = ".rasen/implementation_plan.json";
 const DRAFT_PREFIX: &str = "implementation_plan.json.interrupted.";

@@ -1,14 +1,16 @@
-//! The acceptance script of /work/shared/spec-daemon-mode.md: one test per
-//! example block, run against the real binary with real fork, signals and
-//! git. Each test reads like the shell session the spec shows; the output
-//! lines it quotes are checked as facts (wording may be richer).
+//! The daemon story from a user's side, one test per scene, against the real
+//! binary with real fork, signals and git: start in the background, monitor,
+//! stop, resume; a short task run to the end and an interrupted one finished
+//! by a new daemon; the troubleshooting cases (a stale PID file, a daemon
+//! killed with -9, a PID file removed by hand); and the edges of `resume`.
+//! Each test reads like the shell session a user would type; the output
+//! lines it quotes are the ones README.md promises ("Commands", "Daemon
+//! mode"), checked as facts (the wording may be richer).
 
-#[allow(dead_code)]
-mod common;
-use common::*;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use crate::harness::*;
 
 const STARTING: &str = "Starting daemon... (PID file: .rasen/rasen.pid, log: .rasen/rasen.log)";
 /// How long a test waits for something the scripted agent does in well
@@ -49,8 +51,10 @@ fn line_starting<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
     text.lines().find(|l| l.starts_with(prefix))
 }
 
-/// The PID in `Daemon started with PID N`; panics unless the output is the
-/// spec's two lines, in order, after whatever came before them.
+/// The PID in `Daemon started with PID N`; panics unless the output ends
+/// with the two lines of a daemon start (`Starting daemon… (PID file: …,
+/// log: …)`, then `Daemon started with PID N`), in order, after whatever
+/// came before them.
 fn daemon_started(r: &RunResult) -> i32 {
     let lines: Vec<&str> = r.stdout.lines().collect();
     let at =
@@ -64,7 +68,7 @@ fn daemon_started(r: &RunResult) -> i32 {
     pid
 }
 
-/// `rasen ARGS` that must start a daemon: exit 0, the spec's lines, a PID
+/// `rasen ARGS` that must start a daemon: exit 0, those two lines, a PID
 /// that is the PID file's and a live process. Returns the PID.
 fn start_daemon(p: &Project, args: &[&str]) -> (i32, RunResult) {
     let r = p.rasen(args).expect_code(0);
@@ -187,51 +191,12 @@ fn rasen_processes_in(dir: &Path) -> Vec<i32> {
         .collect()
 }
 
-/// Fields of /proc/PID/stat after the command name: state is [0], the
-/// session [3], the controlling terminal [4].
-fn stat_fields(pid: i32) -> Vec<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    stat[stat.rfind(')').unwrap() + 1..].split_whitespace().map(String::from).collect()
-}
-
-fn fd_target(pid: i32, fd: i32) -> PathBuf {
-    std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap()
-}
-
-/// Seconds since the epoch of `YYYY-MM-DDTHH:MM:SSZ`; None if not that form.
-fn parse_utc(text: &str) -> Option<i64> {
-    let b = text.as_bytes();
-    let shape_ok = b.len() == 20
-        && b.iter().enumerate().all(|(i, c)| match i {
-            4 | 7 => *c == b'-',
-            10 => *c == b'T',
-            13 | 16 => *c == b':',
-            19 => *c == b'Z',
-            _ => c.is_ascii_digit(),
-        });
-    if !shape_ok {
-        return None;
-    }
-    let n = |from: usize, to: usize| text[from..to].parse::<i64>().unwrap();
-    let (y, m, d) = (n(0, 4), n(5, 7), n(8, 10));
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-    let days = era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468;
-    Some(days * 86400 + n(11, 13) * 3600 + n(14, 16) * 60 + n(17, 19))
-}
-
-fn now_secs() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
-}
-
 // ---------------------------------------------------------------------------
 // Usage
 // ---------------------------------------------------------------------------
 
-/// "Start in Background".
+/// Starting in the background: rasen returns at once, and the daemon it
+/// leaves is detached and at work.
 #[test]
 fn run_background_starts_a_detached_daemon_and_returns_at_once() {
     let p = project("start-bg", 2, &[("SCRIPTED_CODER", "slow:600")]);
@@ -259,7 +224,7 @@ fn run_background_starts_a_detached_daemon_and_returns_at_once() {
     stop(&p, pid);
 }
 
-/// "Monitor Progress": status, logs -n 100 and logs --follow of a daemon at
+/// Monitoring progress: status, logs -n 100 and logs --follow of a daemon at
 /// work.
 #[test]
 fn status_and_logs_show_the_daemon_at_work() {
@@ -288,8 +253,8 @@ fn status_and_logs_show_the_daemon_at_work() {
     assert_eq!(lines.get(at + 1).map(|l| l.trim_end()), Some("  Do step 2"), "{r}");
     let activity = line_starting(s, "Last activity: ").unwrap_or_else(|| panic!("{r}"));
     let stamp = &activity["Last activity: ".len()..][..20];
-    let when = parse_utc(stamp).unwrap_or_else(|| panic!("not an ISO UTC time: {activity}"));
-    assert!((now_secs() - when).abs() < 120, "last activity {stamp} is not now in UTC");
+    let when = iso_to_epoch(stamp).unwrap_or_else(|| panic!("not an ISO UTC time: {activity}"));
+    assert!((now_epoch() - when).abs() < 120, "last activity {stamp} is not now in UTC");
 
     // logs -n 100: the last 100 lines of a log that has more.
     let r = p.rasen(&["logs", "-n", "100"]).expect_code(0);
@@ -326,9 +291,9 @@ fn status_and_logs_show_the_daemon_at_work() {
     stop(&p, pid);
 }
 
-/// "Stop Daemon": `rasen stop` mid-session returns at once although the
-/// agent would sleep ten minutes, leaves no agent process behind and keeps
-/// the state for resume.
+/// Stopping the daemon: `rasen stop` mid-session returns at once although
+/// the agent would sleep ten minutes, leaves no agent process behind and
+/// keeps the state for resume.
 #[test]
 fn stop_ends_the_daemon_and_its_agent_at_once_and_keeps_the_state() {
     // hang: sleep 600, plus a stray child in its group.
@@ -358,8 +323,8 @@ fn stop_ends_the_daemon_and_its_agent_at_once_and_keeps_the_state() {
     assert_eq!(subtask_status(&p, "t2"), "completed");
 }
 
-/// "Stop Daemon", `rasen stop --force`: SIGKILL to the daemon and its
-/// agent's whole group, state kept, and resume carries on.
+/// Stopping the daemon with `rasen stop --force`: SIGKILL to the daemon and
+/// its agent's whole group, state kept, and resume carries on.
 #[test]
 fn stop_force_kills_the_daemon_and_its_agent_group_and_resume_finishes() {
     // hang: sleep 600, plus a stray child in its group.
@@ -388,7 +353,7 @@ fn stop_force_kills_the_daemon_and_its_agent_group_and_resume_finishes() {
     assert_eq!(coder_sessions(&p), ["t1", "t2", "t2", "t3"], "t1 must not be redone");
 }
 
-/// "Auto-Resume After Interruption": `rasen resume` in the foreground and
+/// Resuming after an interruption: `rasen resume` in the foreground and
 /// `rasen resume --background` both continue; completed subtasks are not
 /// redone, the interrupted one is retried first, and the plan, commits,
 /// attempt history and iteration count are preserved.
@@ -453,7 +418,7 @@ fn resume_in_foreground_and_background_continues_where_it_stopped() {
 // Examples
 // ---------------------------------------------------------------------------
 
-/// "Multi-Hour Task", in seconds: start, check in while it runs, let it
+/// A multi-hour task, in seconds: start, check in while it runs, let it
 /// finish, check again.
 #[test]
 fn short_task_in_the_background_runs_to_completed() {
@@ -486,7 +451,7 @@ fn short_task_in_the_background_runs_to_completed() {
     assert_eq!(coder_sessions(&p), ["t1", "t2", "t3"]);
 }
 
-/// "Interrupted Task": stop before a reboot, resume in a new daemon after.
+/// An interrupted task: stop before a reboot, resume in a new daemon after.
 #[test]
 fn interrupted_task_resumes_in_a_new_daemon_and_finishes() {
     let p = project("interrupted", 3, &[("SCRIPTED_CODER_t2", "slow:600,done")]);
@@ -508,7 +473,7 @@ fn interrupted_task_resumes_in_a_new_daemon_and_finishes() {
 // Troubleshooting
 // ---------------------------------------------------------------------------
 
-/// "Daemon Won't Start": a daemon killed with -9 leaves a stale PID file;
+/// A daemon that won't start: one killed with -9 leaves a stale PID file;
 /// status says so, stop cleans it up, logs still work.
 #[test]
 fn stale_pid_file_of_a_killed_daemon_is_reported_and_cleaned_up_by_stop() {
@@ -547,8 +512,9 @@ fn stale_pid_file_of_a_killed_daemon_is_reported_and_cleaned_up_by_stop() {
     stop(&p, again);
 }
 
-/// "Daemon Stopped Unexpectedly": after kill -9, the log's tail shows what
-/// happened and `resume --background` finishes without redoing anything.
+/// A daemon that stopped unexpectedly: after kill -9, the log's tail shows
+/// what happened and `resume --background` finishes without redoing
+/// anything.
 #[test]
 fn daemon_killed_with_sigkill_is_resumed_without_redoing_completed_subtasks() {
     let p = project("sigkill", 3, &[("SCRIPTED_CODER_t2", "slow:600,done")]);
@@ -571,9 +537,10 @@ fn daemon_killed_with_sigkill_is_resumed_without_redoing_completed_subtasks() {
     assert_eq!(subtask_status(&p, "t3"), "completed");
 }
 
-/// "Can't Stop Daemon": the PID file removed by hand while the daemon runs
-/// does not make it invisible: the run lock still says it runs, status
-/// shows it, another start is refused, and stop still stops it.
+/// A daemon that seems impossible to stop: the PID file removed by hand
+/// while the daemon runs does not make it invisible: the run lock still
+/// says it runs, status shows it, another start is refused, and stop still
+/// stops it.
 #[test]
 fn pid_file_removed_by_hand_does_not_hide_the_running_daemon() {
     let p = project("rm-pid", 2, &[("SCRIPTED_CODER_t1", "slow:600")]);

@@ -3,16 +3,11 @@
 //! each with its whole process group gone; and a flood of output that must
 //! not grow rasen's memory.
 
-#[allow(dead_code)]
-mod common;
-#[allow(dead_code)]
-mod run_support;
-
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::*;
-use run_support::*;
+use crate::harness::*;
+use crate::run_support::*;
 
 /// Runs a task whose one coder session times out; returns the attempt's
 /// reason and duration after checking what every timeout leaves behind.
@@ -62,17 +57,6 @@ fn printing_agent_is_killed_by_the_session_timeout_with_its_group() {
     assert!(reason.contains("still busy with t1"), "the tail of its output: {reason}");
 }
 
-/// A `rasen` process whose output goes nowhere (it would be 100 MB), killed
-/// if the test ends before it does.
-struct Quiet(Child);
-
-impl Drop for Quiet {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Peak resident memory (VmHWM) in KiB, while the process lives.
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -87,8 +71,9 @@ fn hundred_megabytes_of_agent_output_keep_rasen_under_ten_megabytes() {
         .env("SCRIPTED_CODER_t1", "flood:100")
         .env("SCRIPTED_CODER_t2", "hang");
     let mut cmd = p.command(env!("CARGO_BIN_EXE_rasen"));
+    // Its output goes nowhere: it would be 100 MB.
     cmd.arg("run").stdout(Stdio::null()).stderr(Stdio::null());
-    let mut rasen = Quiet(cmd.spawn().unwrap());
+    let mut rasen = KillOnDrop(cmd.spawn().unwrap());
     let pid = rasen.0.id();
 
     // VmHWM only grows: its value once t2 has started covers all of t1.

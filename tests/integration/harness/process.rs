@@ -1,6 +1,8 @@
 //! Process checks and signals for tests, read from /proc. A zombie counts
 //! as gone everywhere here: PID 1 reaps orphans late on these machines.
 
+use std::path::PathBuf;
+
 /// State letter and process group from /proc/PID/stat; None if it is gone.
 fn proc_stat(pid: i32) -> Option<(char, i32)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -37,6 +39,21 @@ pub fn signal_group(pgid: i32, sig: i32) -> bool {
     assert!(pgid > 1, "refusing to signal process group {pgid}");
     // SAFETY: as in send_signal; -pgid with pgid > 1 names exactly that group.
     unsafe { libc::kill(-pgid, sig) == 0 }
+}
+
+/// The fields of /proc/PID/stat after the command name: [0] state,
+/// [1] ppid, [2] pgrp, [3] session, [4] tty_nr, …
+pub fn stat_fields(pid: i32) -> Vec<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/stat: {e}"));
+    let rest = &stat[stat.rfind(')').expect("a command name in parentheses") + 1..];
+    rest.split_whitespace().map(str::to_string).collect()
+}
+
+/// Where /proc/PID/fd/FD points.
+pub fn fd_target(pid: i32, fd: i32) -> PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/fd/{fd}: {e}"))
 }
 
 /// SIGKILLs `pid` if it is alive and its command line contains one of

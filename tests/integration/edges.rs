@@ -1,9 +1,7 @@
 //! Edges a careful user runs into: a start that fails half-way, a PID file
 //! with garbage in it, a runtime file deleted by hand.
 
-#[allow(dead_code)]
-mod common;
-use common::*;
+use crate::harness::*;
 
 fn initialized(name: &str) -> Project {
     let p = Project::new(name);
@@ -166,10 +164,10 @@ fn inherited_descriptors_reach_neither_the_daemon_nor_the_agent() {
 #[test]
 fn stop_force_kills_a_running_verify_command() {
     let mut p = initialized("edge-verify-force");
-    p.set_config(
-        "backpressure.verify",
-        r#"['echo $$ >> "$SCRIPTED_DIR/verify-pid"; exec sleep 300']"#,
-    );
+    // Recorded in SCRIPTED_DIR/pids too, with the agents' own, so that the
+    // project's cleanup kills it should the test fail before `stop --force`.
+    let command = r#"echo $$ >> "$SCRIPTED_DIR/verify-pid"; echo $$ >> "$SCRIPTED_DIR/pids""#;
+    p.set_config("backpressure.verify", &format!("['{command}; exec sleep 300']"));
     p.rasen(&["run", "--background"]).expect_code(0);
     let pid_file = p.scripted_dir().join("verify-pid");
     wait_until(20, "the verify command to start", || pid_file.exists());

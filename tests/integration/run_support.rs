@@ -1,12 +1,11 @@
-//! Helpers shared by the `rasen run` tests (tests/run*.rs): a project with a
-//! task, the state files as values, the sessions the agent recorded, and the
-//! checks that every one of those tests makes in the same way.
-
-use std::time::{SystemTime, UNIX_EPOCH};
+//! Helpers shared by the `rasen run` tests (the `run*` and `recovery`
+//! modules): a project with a task, the state files as values, the sessions
+//! the agent recorded, and the checks that every one of those tests makes in
+//! the same way.
 
 use miniserde::json::Value;
 
-use crate::common::*;
+use crate::harness::*;
 
 /// The task every run test starts from; unique enough to find in a prompt.
 pub const TASK: &str = "Build the frobnicator XYZZY-7 in small steps";
@@ -149,12 +148,6 @@ pub fn log_messages(p: &Project, within_secs: i64) -> Vec<String> {
         .collect()
 }
 
-pub fn now_epoch() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
-}
-
-/// "2026-01-27T18:45:00Z" as seconds since the epoch; None unless it has
-/// exactly that shape.
 /// The run ended with reason usage_limit and status.json's waiting_until
 /// is `reset_secs` after the run (which lasted from `before` to `after`):
 /// the reset time the agent reported, not a guess.
@@ -167,31 +160,4 @@ pub fn assert_usage_limit_resets_after(p: &Project, reset_secs: i64, before: i64
         before + reset_secs <= until && until <= after + reset_secs,
         "reset at {until}, ran {before}..{after}"
     );
-}
-
-pub fn iso_to_epoch(text: &str) -> Option<i64> {
-    let b = text.as_bytes();
-    let shape = b.len() == 20
-        && [4, 7].iter().all(|&i| b[i] == b'-')
-        && b[10] == b'T'
-        && [13, 16].iter().all(|&i| b[i] == b':')
-        && b[19] == b'Z';
-    if !shape {
-        return None;
-    }
-    let num = |from: usize, to: usize| text[from..to].parse::<i64>().ok();
-    let (y, m, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
-    let (hh, mm, ss) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    Some(days * 86400 + hh * 3600 + mm * 60 + ss)
 }

@@ -1,12 +1,10 @@
 //! `rasen init` through the binary: where the task comes from, what is
 //! created, what is refused, and what `--force` keeps.
 
-#[allow(dead_code)]
-mod common;
-use common::*;
-
 use std::collections::BTreeMap;
 use std::path::Path;
+
+use crate::harness::*;
 
 /// Every file under `dir` (relative name → bytes), to show that a refused
 /// command changed nothing.

@@ -4,16 +4,12 @@
 //! run_sessions.rs, claims and plans in run_claims.rs, the claude backend
 //! in run_claude.rs.
 
-#[allow(dead_code)]
-mod common;
-#[allow(dead_code)]
-mod run_support;
-
 use std::os::unix::fs::PermissionsExt;
 
-use common::*;
 use miniserde::json::Value;
-use run_support::*;
+
+use crate::harness::*;
+use crate::run_support::*;
 
 #[test]
 fn three_subtasks_run_to_completed_with_one_coder_session_each() {

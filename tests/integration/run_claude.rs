@@ -3,13 +3,8 @@
 //! stream-json reading (usage, cost, failed results, forged events), usage
 //! limits, and Claude's refusal to run as root.
 
-#[allow(dead_code)]
-mod common;
-#[allow(dead_code)]
-mod run_support;
-
-use common::*;
-use run_support::*;
+use crate::harness::*;
+use crate::run_support::*;
 
 /// A project driven by the fake claude, FAKE_CLAUDE = `scenario`.
 fn claude_project(name: &str, scenario: &str) -> Project {

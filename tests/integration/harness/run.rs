@@ -137,6 +137,18 @@ impl Drop for Spawned {
     }
 }
 
+/// A child the test drives itself (its pipes read or sent nowhere, unlike
+/// `Spawned`'s captured ones), killed and reaped when dropped, so that a
+/// failing test leaves nothing behind.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A pipe read to the end by a thread, readable while it fills, so that a
 /// timed-out command can still show what it printed.
 struct Capture {

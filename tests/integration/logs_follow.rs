@@ -7,13 +7,11 @@
 //! No daemon is needed: the tests write the log themselves, the way rasen
 //! does (one O_APPEND handle kept open), in a project with a `.rasen/`.
 
-#[allow(dead_code)]
-mod common;
-use common::*;
-
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::time::{Duration, Instant};
+
+use crate::harness::*;
 
 const DEADLINE_SECS: u64 = 20;
 const LOG: &str = ".rasen/rasen.log";

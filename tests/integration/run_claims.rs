@@ -2,15 +2,10 @@
 //! claim only with evidence and passing verify commands, a plan only when it
 //! validates; and every refusal fed back into the next prompt.
 
-#[allow(dead_code)]
-mod common;
-#[allow(dead_code)]
-mod run_support;
-
 use std::os::unix::fs::PermissionsExt;
 
-use common::*;
-use run_support::*;
+use crate::harness::*;
+use crate::run_support::*;
 
 #[test]
 fn done_without_evidence_is_refused_and_the_reason_reaches_the_next_prompt() {

@@ -5,10 +5,6 @@
 //! SIGTERM and SIGINT sent straight to it (`kill -TERM PID`); and `status`
 //! readable at every instant of a run.
 
-#[allow(dead_code)]
-mod common;
-use common::*;
-
 use std::fs::OpenOptions;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
@@ -21,24 +17,11 @@ use std::time::{Duration, Instant};
 
 use miniserde::json::Value;
 
+use crate::harness::*;
+
 const DEADLINE_SECS: u64 = 30;
 
 // --- helpers ---------------------------------------------------------------------
-
-/// The fields of /proc/PID/stat after the command name: [0] state,
-/// [1] ppid, [2] pgrp, [3] session, [4] tty_nr, …
-fn stat_fields(pid: i32) -> Vec<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/stat: {e}"));
-    let rest = &stat[stat.rfind(')').expect("a command name in parentheses") + 1..];
-    rest.split_whitespace().map(str::to_string).collect()
-}
-
-/// Where /proc/PID/fd/FD points.
-fn fd_target(pid: i32, fd: i32) -> PathBuf {
-    std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
-        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/fd/{fd}: {e}"))
-}
 
 /// A daemon started by a test, SIGKILLed on drop if it still runs as
 /// rasen: the project's own cleanup goes by the PID file, which a daemon
@@ -115,7 +98,7 @@ fn subtask_statuses(p: &Project) -> Vec<String> {
     subtasks.iter().map(|s| get_str(s, "status").unwrap_or("?").to_string()).collect()
 }
 
-/// `sh -c 'kill -SIG PID'`, the way the spec shows it.
+/// `sh -c 'kill -SIG PID'`, as a user sends a signal from a shell.
 fn shell_kill(p: &Project, signal: &str, pid: i32) {
     let r = Spawned::start(
         {

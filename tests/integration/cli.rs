@@ -4,18 +4,14 @@
 //! column, the environment layer, a missing agent, and the crate's
 //! dependency rule.
 
-#[allow(dead_code)]
-mod common;
-use common::*;
-
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 
+use crate::harness::*;
+
 const COMMANDS: [&str; 6] = ["init", "run", "resume", "status", "logs", "stop"];
 
-/// The one line a usage or configuration error prints, without the prefix;
-/// panics unless stderr is exactly one `rasen: error: …` line.
 /// The one `rasen: warning:` line that status, logs and stop print for a
 /// broken configuration before carrying on with the default paths.
 fn warning_line(r: &RunResult) -> &str {
@@ -26,6 +22,8 @@ fn warning_line(r: &RunResult) -> &str {
     first.strip_prefix("rasen: warning: ").unwrap_or_else(|| panic!("no `rasen: warning:`\n{r}"))
 }
 
+/// The one line a usage or configuration error prints, without the prefix;
+/// panics unless stderr is exactly one `rasen: error: …` line.
 fn error_line(r: &RunResult) -> &str {
     let mut lines = r.stderr.lines();
     let (Some(first), None) = (lines.next(), lines.next()) else {
@@ -151,17 +149,6 @@ fn no_command_and_stray_arguments_are_usage_errors() {
 fn write_long_log(p: &Project, n: usize) {
     let log: String = (1..=n).map(|i| format!("line {i} of a long log\n")).collect();
     p.write(".rasen/rasen.log", &log);
-}
-
-/// A child process killed (and reaped) when dropped, so that a failing test
-/// leaves nothing behind.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// `rasen ARGS | head -1`: reads one line, closes the pipe, and returns the
