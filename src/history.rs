@@ -59,28 +59,6 @@ pub struct Attempt {
     pub cost_usd: Option<f64>,
 }
 
-impl Attempt {
-    /// An attempt with only the required fields set.
-    #[cfg(test)]
-    pub fn new(subtask_id: &str, session: u64, role: &str, outcome: Outcome) -> Attempt {
-        Attempt {
-            subtask_id: subtask_id.to_string(),
-            session,
-            role: role.to_string(),
-            outcome,
-            approach: None,
-            reason: None,
-            commit: None,
-            commits_made: None,
-            started_at: None,
-            duration_seconds: None,
-            input_tokens: None,
-            output_tokens: None,
-            cost_usd: None,
-        }
-    }
-}
-
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct AttemptHistory {
     pub version: u32,
@@ -254,11 +232,27 @@ impl StateFile for GoodCommits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use crate::store::{self, testing::TempDir};
     use std::fs;
 
+    /// An attempt with only the required fields set.
     fn attempt(subtask_id: &str, session: u64, outcome: Outcome) -> Attempt {
-        Attempt::new(subtask_id, session, "coder", outcome)
+        Attempt {
+            subtask_id: subtask_id.to_string(),
+            session,
+            role: "coder".to_string(),
+            outcome,
+            approach: None,
+            reason: None,
+            commit: None,
+            commits_made: None,
+            started_at: None,
+            duration_seconds: None,
+            input_tokens: None,
+            output_tokens: None,
+            cost_usd: None,
+        }
     }
 
     #[test]

@@ -60,22 +60,6 @@ pub enum Next {
 }
 
 impl Subtask {
-    /// A new pending subtask with nothing optional set.
-    #[cfg(test)]
-    pub fn new(id: &str, description: &str) -> Subtask {
-        Subtask {
-            id: id.to_string(),
-            title: None,
-            description: description.to_string(),
-            status: SubtaskStatus::Pending,
-            dependencies: None,
-            files: None,
-            tests: None,
-            acceptance_criteria: None,
-            attempts: None,
-        }
-    }
-
     /// The ids this subtask waits for (none when absent).
     pub fn deps(&self) -> &[String] {
         self.dependencies.as_deref().unwrap_or(&[])
@@ -300,29 +284,6 @@ impl Plan {
         self.subtasks.iter().find(|s| s.id == id)
     }
 
-    #[cfg(test)]
-    pub fn find_mut(&mut self, id: &str) -> Option<&mut Subtask> {
-        self.subtasks.iter_mut().find(|s| s.id == id)
-    }
-
-    #[cfg(test)]
-    pub fn index_of(&self, id: &str) -> Option<usize> {
-        self.subtasks.iter().position(|s| s.id == id)
-    }
-
-    /// Sets the status of subtask `id`; false when there is no such subtask.
-    #[cfg(test)]
-    #[must_use]
-    pub fn set_status(&mut self, id: &str, status: SubtaskStatus) -> bool {
-        match self.find_mut(id) {
-            Some(subtask) => {
-                subtask.status = status;
-                true
-            }
-            None => false,
-        }
-    }
-
     /// Stamps `updated_at` with now (and `created_at` when it has none).
     pub fn touch(&mut self) {
         let now = clock::now_iso();
@@ -378,6 +339,45 @@ mod tests {
     use super::*;
     use crate::store::testing::TempDir;
     use std::fs;
+
+    impl Subtask {
+        /// A new pending subtask with nothing optional set.
+        pub fn new(id: &str, description: &str) -> Subtask {
+            Subtask {
+                id: id.to_string(),
+                title: None,
+                description: description.to_string(),
+                status: SubtaskStatus::Pending,
+                dependencies: None,
+                files: None,
+                tests: None,
+                acceptance_criteria: None,
+                attempts: None,
+            }
+        }
+    }
+
+    impl Plan {
+        pub fn find_mut(&mut self, id: &str) -> Option<&mut Subtask> {
+            self.subtasks.iter_mut().find(|s| s.id == id)
+        }
+
+        pub fn index_of(&self, id: &str) -> Option<usize> {
+            self.subtasks.iter().position(|s| s.id == id)
+        }
+
+        /// Sets the status of subtask `id`; false when there is no such subtask.
+        #[must_use]
+        pub fn set_status(&mut self, id: &str, status: SubtaskStatus) -> bool {
+            match self.find_mut(id) {
+                Some(subtask) => {
+                    subtask.status = status;
+                    true
+                }
+                None => false,
+            }
+        }
+    }
 
     fn subtask(id: &str, status: SubtaskStatus, deps: &[&str]) -> Subtask {
         let mut s = Subtask::new(id, &format!("do {id}"));

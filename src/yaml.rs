@@ -66,17 +66,6 @@ impl Node {
         text.parse().ok()
     }
 
-    /// A number written without quotes: `1.5`, `-2`, `3e4` (never `inf`/`nan`).
-    #[cfg(test)] // no configuration key is a float yet
-    pub fn as_float(&self) -> Option<f64> {
-        let text = self.plain_text()?;
-        let numeric = text.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b));
-        if !numeric || !text.bytes().any(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        text.parse().ok()
-    }
-
     /// `true` or `false` written without quotes.
     pub fn as_bool(&self) -> Option<bool> {
         match self.plain_text()? {
@@ -592,7 +581,7 @@ mod tests {
         let b = get(a, "b");
         assert_eq!((b.line, b.col, b.as_int()), (2, 6, Some(12)));
         let d = get(get(a, "c"), "d");
-        assert_eq!((d.line, d.col, d.as_float(), d.as_int()), (4, 8, Some(-3.5), None));
+        assert_eq!((d.line, d.col, d.as_int()), (4, 8, None));
         assert_eq!(get(a, "e").as_bool(), Some(true));
         assert_eq!(text(get(&root, "f")), "hello world");
         let keys: Vec<_> = entries(a).iter().map(|e| (e.key.as_str(), e.line, e.col)).collect();
