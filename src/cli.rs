@@ -315,47 +315,10 @@ fn unexpected(arg: lexopt::Arg, known: &[&str]) -> Error {
 
 /// `" (did you mean \"run\"?)"` when one candidate is a near spelling.
 fn hint(word: &str, candidates: &[&str]) -> String {
-    match closest(word, candidates) {
+    match crate::spelling::closest(word, candidates) {
         Some(c) => format!(" (did you mean \"{c}\"?)"),
         None => String::new(),
     }
-}
-
-/// The nearest candidate to `word` if it is a likely typo of it: one edit
-/// away for words of up to five letters, two for longer ones (`stats`,
-/// `stauts` → `status`; but `bogus` is not `logs`).
-pub fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    let allowed = if word.chars().count() <= 5 { 1 } else { 2 };
-    candidates
-        .iter()
-        .map(|c| (edit_distance(word, c), *c))
-        .filter(|(d, _)| *d <= allowed && *d < word.chars().count())
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
-
-/// Edit distance counting an insertion, a deletion, a substitution or a
-/// swap of two neighbours as one edit (optimal string alignment), since
-/// swapped letters are the commonest typo (`stpo`, `agnet`).
-pub fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    let mut d = vec![vec![0; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
-            }
-        }
-    }
-    d[a.len()][b.len()]
 }
 
 #[cfg(test)]
@@ -419,17 +382,5 @@ mod tests {
             .unwrap_err()
             .message
             .contains("--timeout: missing value"));
-    }
-
-    #[test]
-    fn edit_distance_counts_single_edits() {
-        assert_eq!(edit_distance("status", "status"), 0);
-        assert_eq!(edit_distance("stats", "status"), 1);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(closest("xyz", &["run", "init"]), None);
-        assert_eq!(closest("bogus", &["logs", "status"]), None);
-        assert_eq!(edit_distance("stpo", "stop"), 1);
-        assert_eq!(closest("agnet", &["agent", "qa"]), Some("agent"));
-        assert_eq!(closest("stauts", &["logs", "status"]), Some("status"));
     }
 }

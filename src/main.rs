@@ -30,6 +30,7 @@ mod process;
 mod project;
 mod prompts;
 mod signals;
+mod spelling;
 mod status;
 mod stop;
 mod store;
