@@ -23,11 +23,19 @@ pub enum Command {
     Help(&'static str),
     Version,
     Init { task: String, force: bool },
-    Run { background: bool, skip_review: bool, skip_qa: bool },
-    Resume { background: bool, skip_review: bool, skip_qa: bool },
+    Run(RunFlags),
+    Resume(RunFlags),
     Status { json: bool },
     Logs { lines: usize, follow: bool },
     Stop { force: bool, timeout_seconds: u64 },
+}
+
+/// The flags `run` and `resume` share.
+#[derive(Debug, Default, PartialEq)]
+pub struct RunFlags {
+    pub background: bool,
+    pub skip_review: bool,
+    pub skip_qa: bool,
 }
 
 const COMMANDS: &[&str] = &["init", "run", "resume", "status", "logs", "stop", "help"];
@@ -222,11 +230,8 @@ fn parse_run(parser: &mut lexopt::Parser, dir: &mut PathBuf, resume: bool) -> Re
             }
         }
     }
-    Ok(if resume {
-        Command::Resume { background, skip_review, skip_qa }
-    } else {
-        Command::Run { background, skip_review, skip_qa }
-    })
+    let flags = RunFlags { background, skip_review, skip_qa };
+    Ok(if resume { Command::Resume(flags) } else { Command::Run(flags) })
 }
 
 fn parse_status(parser: &mut lexopt::Parser, dir: &mut PathBuf) -> Result<Command> {
@@ -335,12 +340,12 @@ mod tests {
         assert_eq!(cli.project_dir, PathBuf::from("/tmp/p"));
         assert_eq!(cli.command, Command::Init { task: "do it".into(), force: false });
         let run = parse_words(&["run", "--background", "--skip-qa"]).unwrap().command;
-        assert_eq!(run, Command::Run { background: true, skip_review: false, skip_qa: true });
-        let resume = parse_words(&["resume", "-b"]).unwrap().command;
         assert_eq!(
-            resume,
-            Command::Resume { background: true, skip_review: false, skip_qa: false }
+            run,
+            Command::Run(RunFlags { background: true, skip_review: false, skip_qa: true })
         );
+        let resume = parse_words(&["resume", "-b"]).unwrap().command;
+        assert_eq!(resume, Command::Resume(RunFlags { background: true, ..RunFlags::default() }));
         assert_eq!(
             parse_words(&["status", "--json"]).unwrap().command,
             Command::Status { json: true }

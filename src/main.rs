@@ -37,7 +37,7 @@ mod store;
 mod sys;
 mod yaml;
 
-use cli::Command;
+use cli::{Command, RunFlags};
 use orchestrator::RunOptions;
 
 fn main() {
@@ -62,10 +62,10 @@ fn run_command(cli: cli::Cli) -> error::Result<i32> {
             commands::print_stdout(&format!("rasen {}\n", env!("CARGO_PKG_VERSION"))).map(|()| 0)
         }
         Command::Init { task, force } => commands::init(dir, &task, force),
-        Command::Run { background, skip_review, skip_qa } => {
+        Command::Run(RunFlags { background, skip_review, skip_qa }) => {
             commands::run(dir, background, RunOptions { skip_review, skip_qa })
         }
-        Command::Resume { background, skip_review, skip_qa } => {
+        Command::Resume(RunFlags { background, skip_review, skip_qa }) => {
             commands::resume(dir, background, RunOptions { skip_review, skip_qa })
         }
         Command::Status { json } => commands::status(dir, json),
