@@ -57,7 +57,7 @@ fn main() {
 fn run_command(cli: cli::Cli) -> error::Result<i32> {
     let dir = cli.project_dir.as_path();
     match cli.command {
-        Command::Help(text) => commands::print_stdout(text).map(|()| 0),
+        Command::Help(text) => commands::print_stdout(&text).map(|()| 0),
         Command::Version => {
             commands::print_stdout(&format!("rasen {}\n", env!("CARGO_PKG_VERSION"))).map(|()| 0)
         }
