@@ -1,8 +1,14 @@
-//! The command line: lexopt's raw arguments → one `Cli` value. Parsing
-//! never acts; it only describes what was asked. `--help` and `--version`
-//! are commands of their own so `main` can print them and exit 0. Every
-//! usage error names the flag and the value and exits 2, with a near
-//! spelling when the word looks like a typo.
+//! The command line: lexopt's raw arguments → one `Cli` value. Every
+//! command and flag is defined once, in `table`; this module reads the
+//! arguments through it into a plain `Raw` record, then turns that into the
+//! `Command` asked for, and `help` renders the help texts from the same
+//! table. Parsing never acts; it only describes what was asked. `--help`
+//! and `--version` are commands of their own so `main` can print them and
+//! exit 0. Every usage error names the flag and the value and exits 2, with
+//! a near spelling when the word looks like a typo.
+
+mod help;
+mod table;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -10,6 +16,7 @@ use std::path::PathBuf;
 use lexopt::prelude::*;
 
 use crate::error::{Error, Result};
+use table::{Flag, Name, Place, Takes};
 
 /// What the user asked for, and where.
 #[derive(Debug, PartialEq)]
@@ -20,108 +27,68 @@ pub struct Cli {
 
 #[derive(Debug, PartialEq)]
 pub enum Command {
-    Help(&'static str),
+    /// Print this text and exit 0.
+    Help(String),
     Version,
-    Init { task: String, force: bool },
-    Run { background: bool, skip_review: bool, skip_qa: bool },
-    Resume { background: bool, skip_review: bool, skip_qa: bool },
-    Status { json: bool },
-    Logs { lines: usize, follow: bool },
-    Stop { force: bool, timeout_seconds: u64 },
+    Init {
+        task: String,
+        force: bool,
+    },
+    Run(RunFlags),
+    Resume(RunFlags),
+    Status {
+        json: bool,
+    },
+    Logs {
+        lines: usize,
+        follow: bool,
+    },
+    Stop {
+        force: bool,
+        timeout_seconds: u64,
+    },
 }
 
-const COMMANDS: &[&str] = &["init", "run", "resume", "status", "logs", "stop", "help"];
+/// The flags `run` and `resume` share.
+#[derive(Debug, Default, PartialEq)]
+pub struct RunFlags {
+    pub background: bool,
+    pub skip_review: bool,
+    pub skip_qa: bool,
+}
 
-pub const MAIN_HELP: &str = "\
-rasen - keeps an autonomous coding agent working through a long task
+/// Every flag's value as given, defaults where none was: what the table's
+/// setters fill before the command turns it into a `Command`.
+#[derive(Debug)]
+struct Raw {
+    project_dir: PathBuf,
+    help: bool,
+    version: bool,
+    task: Option<String>,
+    force: bool,
+    run: RunFlags,
+    json: bool,
+    lines: usize,
+    follow: bool,
+    timeout_seconds: u64,
+}
 
-Usage: rasen [-C DIR] COMMAND [OPTIONS]
-
-Commands:
-  init --task TEXT     Store the task (TEXT, or the contents of file TEXT)
-  run [--background]   Plan and work through the task (foreground or daemon)
-  status [--json]      Show progress, and whether the orchestrator runs
-  logs [-n N] [-f]     Show the last N log lines; -f keeps following
-  stop [--force] [--timeout SECS]
-                       Stop the running orchestrator gracefully (or at once)
-  resume [--background]  Continue an interrupted task where it stopped
-
-Options:
-  -C, --project-dir DIR  Act on the project in DIR (default: current directory)
-  -h, --help             Show help (also: rasen COMMAND --help)
-  -V, --version          Show the version
-
-Files live in .rasen/ and rasen.yml; see README.md.
-";
-
-const INIT_HELP: &str = "\
-Usage: rasen init --task TEXT [--force]
-
-Creates .rasen/, stores the task in .rasen/task.txt (TEXT itself, or the
-contents of the file TEXT names), writes a commented rasen.yml if the project
-has none, and sets the status to initialized.
-
-Options:
-  -t, --task TEXT  The task, or a file that holds it
-  -f, --force      Replace an existing task and plan (backups are kept as
-                   FILE.bak.TIMESTAMP)
-";
-
-const RUN_HELP: &str = "\
-Usage: rasen run [--background] [--skip-review] [--skip-qa]
-
-Runs the orchestration loop: plans the task if there is no plan yet, then
-one agent session per subtask until all are completed or a limit is hit.
-
-Options:
-  -b, --background  Run as a daemon; prints its PID and returns
-  --skip-review     Do not run the review loop after the subtasks
-  --skip-qa         Do not run the QA loop after the subtasks
-
-Exit: 0 completed, 1 ended without completing, 2 bad config or state,
-130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
-";
-
-const RESUME_HELP: &str = "\
-Usage: rasen resume [--background] [--skip-review] [--skip-qa]
-
-Continues the saved task: completed subtasks are kept, the interrupted one
-is retried first. Refuses when an orchestrator already runs.
-
-Options:
-  -b, --background  Run as a daemon; prints its PID and returns
-  --skip-review     Do not run the review loop after the subtasks
-  --skip-qa         Do not run the QA loop after the subtasks
-";
-
-const STATUS_HELP: &str = "\
-Usage: rasen status [--json]
-
-Shows status, PID, iteration, progress, commits, the current subtask and the
-last activity. Exit: 0 running, 3 not running, 1 crashed (stale PID file).
-
-Options:
-  --json  Print one JSON object for scripts
-";
-
-const LOGS_HELP: &str = "\
-Usage: rasen logs [-n N] [-f]
-
-Options:
-  -n, --lines N  How many of the last lines to show (default 50)
-  -f, --follow   Keep printing new lines, like tail -F (Ctrl-C ends)
-";
-
-const STOP_HELP: &str = "\
-Usage: rasen stop [--force] [--timeout SECS]
-
-Sends SIGTERM and waits for a clean exit; the subtask in flight stays
-in_progress and is retried by `rasen resume`.
-
-Options:
-  --force           SIGKILL the orchestrator and its agent at once
-  --timeout SECS    How long to wait for the graceful stop (default 30)
-";
+impl Default for Raw {
+    fn default() -> Raw {
+        Raw {
+            project_dir: PathBuf::from("."),
+            help: false,
+            version: false,
+            task: None,
+            force: false,
+            run: RunFlags::default(),
+            json: false,
+            lines: 50,
+            follow: false,
+            timeout_seconds: 30,
+        }
+    }
+}
 
 /// Parses the process's own arguments.
 pub fn parse_env() -> Result<Cli> {
@@ -131,153 +98,98 @@ pub fn parse_env() -> Result<Cli> {
 /// Parses `args` (without the program name).
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli> {
     let mut parser = lexopt::Parser::from_args(args);
-    let mut project_dir = PathBuf::from(".");
-    while let Some(arg) = parser.next().map_err(usage)? {
-        match arg {
-            Short('C') | Long("project-dir") => {
-                project_dir = path_value(&mut parser, "--project-dir")?
-            }
-            Short('h') | Long("help") => {
-                return Ok(Cli { project_dir, command: Command::Help(MAIN_HELP) })
-            }
-            Short('V') | Long("version") => {
-                return Ok(Cli { project_dir, command: Command::Version })
-            }
-            Value(word) => {
-                let word = word.to_string_lossy().into_owned();
-                let command = parse_command(&word, &mut parser, &mut project_dir)?;
-                return Ok(Cli { project_dir, command });
-            }
-            other => return Err(unexpected(other, &["--project-dir", "--help", "--version"])),
-        }
-    }
-    Err(Error::usage("no command given; try 'rasen --help'"))
-}
-
-fn parse_command(word: &str, parser: &mut lexopt::Parser, dir: &mut PathBuf) -> Result<Command> {
-    match word {
-        "init" => parse_init(parser, dir),
-        "run" => parse_run(parser, dir, false),
-        "resume" => parse_run(parser, dir, true),
-        "status" => parse_status(parser, dir),
-        "logs" => parse_logs(parser, dir),
-        "stop" => parse_stop(parser, dir),
-        "help" => Ok(Command::Help(help_for(parser)?)),
-        _ => Err(Error::usage(format!(
-            "unknown command \"{word}\"{}; try 'rasen --help'",
-            hint(word, COMMANDS)
-        ))),
-    }
-}
-
-fn help_for(parser: &mut lexopt::Parser) -> Result<&'static str> {
-    match parser.next().map_err(usage)? {
-        Some(Value(word)) => match word.to_string_lossy().as_ref() {
-            "init" => Ok(INIT_HELP),
-            "run" => Ok(RUN_HELP),
-            "resume" => Ok(RESUME_HELP),
-            "status" => Ok(STATUS_HELP),
-            "logs" => Ok(LOGS_HELP),
-            "stop" => Ok(STOP_HELP),
-            other => {
-                Err(Error::usage(format!("unknown command \"{other}\"{}", hint(other, COMMANDS))))
-            }
-        },
-        _ => Ok(MAIN_HELP),
-    }
-}
-
-fn parse_init(parser: &mut lexopt::Parser, dir: &mut PathBuf) -> Result<Command> {
-    let (mut task, mut force) = (None, false);
-    while let Some(arg) = parser.next().map_err(usage)? {
-        match arg {
-            Short('t') | Long("task") => task = Some(string_value(parser, "--task")?),
-            Short('f') | Long("force") => force = true,
-            Short('C') | Long("project-dir") => *dir = path_value(parser, "--project-dir")?,
-            Short('h') | Long("help") => return Ok(Command::Help(INIT_HELP)),
-            other => {
-                return Err(unexpected(other, &["--task", "--force", "--project-dir", "--help"]))
-            }
-        }
-    }
-    let task = task.ok_or_else(|| Error::usage("init: --task TEXT is required"))?;
-    Ok(Command::Init { task, force })
-}
-
-fn parse_run(parser: &mut lexopt::Parser, dir: &mut PathBuf, resume: bool) -> Result<Command> {
-    let (mut background, mut skip_review, mut skip_qa) = (false, false, false);
-    while let Some(arg) = parser.next().map_err(usage)? {
-        match arg {
-            Short('b') | Long("background") => background = true,
-            Long("skip-review") => skip_review = true,
-            Long("skip-qa") => skip_qa = true,
-            Short('C') | Long("project-dir") => *dir = path_value(parser, "--project-dir")?,
-            Short('h') | Long("help") => {
-                return Ok(Command::Help(if resume { RESUME_HELP } else { RUN_HELP }))
-            }
-            other => {
-                let known =
-                    ["--background", "--skip-review", "--skip-qa", "--project-dir", "--help"];
-                return Err(unexpected(other, &known));
-            }
-        }
-    }
-    Ok(if resume {
-        Command::Resume { background, skip_review, skip_qa }
+    let mut raw = Raw::default();
+    let word = read_flags(&mut parser, Place::Top, &mut raw)?;
+    let command = if raw.help {
+        Command::Help(help::program())
+    } else if raw.version {
+        Command::Version
     } else {
-        Command::Run { background, skip_review, skip_qa }
-    })
+        let word = word.ok_or_else(|| Error::usage("no command given; try 'rasen --help'"))?;
+        parse_command(&word, &mut parser, &mut raw)?
+    };
+    Ok(Cli { project_dir: raw.project_dir, command })
 }
 
-fn parse_status(parser: &mut lexopt::Parser, dir: &mut PathBuf) -> Result<Command> {
-    let mut json = false;
-    while let Some(arg) = parser.next().map_err(usage)? {
-        match arg {
-            Long("json") => json = true,
-            Short('C') | Long("project-dir") => *dir = path_value(parser, "--project-dir")?,
-            Short('h') | Long("help") => return Ok(Command::Help(STATUS_HELP)),
-            other => return Err(unexpected(other, &["--json", "--project-dir", "--help"])),
-        }
+/// Reads the command spelled `word` and the flags after it.
+fn parse_command(word: &str, parser: &mut lexopt::Parser, raw: &mut Raw) -> Result<Command> {
+    if word == table::HELP_WORD {
+        return help_topic(parser).map(Command::Help);
     }
-    Ok(Command::Status { json })
+    let spec = table::command(word).ok_or_else(|| unknown_command(word, "; try 'rasen --help'"))?;
+    if let Some(extra) = read_flags(parser, Place::After(spec.name), raw)? {
+        return Err(Error::usage(format!("unexpected argument \"{extra}\"")));
+    }
+    if raw.help {
+        return Ok(Command::Help(help::command(spec)));
+    }
+    raw.command(spec.name)
 }
 
-fn parse_logs(parser: &mut lexopt::Parser, dir: &mut PathBuf) -> Result<Command> {
-    let (mut lines, mut follow) = (50, false);
-    while let Some(arg) = parser.next().map_err(usage)? {
-        match arg {
-            Short('n') | Long("lines") => lines = number_value(parser, "--lines")? as usize,
-            Short('f') | Long("follow") => follow = true,
-            Short('C') | Long("project-dir") => *dir = path_value(parser, "--project-dir")?,
-            Short('h') | Long("help") => return Ok(Command::Help(LOGS_HELP)),
-            other => {
-                return Err(unexpected(other, &["--lines", "--follow", "--project-dir", "--help"]))
-            }
+/// `rasen help [COMMAND]`: the help for COMMAND, or for rasen.
+fn help_topic(parser: &mut lexopt::Parser) -> Result<String> {
+    match parser.next().map_err(usage)? {
+        Some(Value(word)) => {
+            let word = word.to_string_lossy();
+            let spec = table::command(&word).ok_or_else(|| unknown_command(&word, ""))?;
+            Ok(help::command(spec))
         }
+        _ => Ok(help::program()),
     }
-    Ok(Command::Logs { lines, follow })
 }
 
-fn parse_stop(parser: &mut lexopt::Parser, dir: &mut PathBuf) -> Result<Command> {
-    let (mut force, mut timeout_seconds) = (false, 30);
+/// Reads the flags taken at `place` into `raw`, until the arguments end, a
+/// word comes (returned), or `--help` or `--version` ends the reading.
+fn read_flags(parser: &mut lexopt::Parser, place: Place, raw: &mut Raw) -> Result<Option<String>> {
     while let Some(arg) = parser.next().map_err(usage)? {
-        match arg {
-            Long("force") => force = true,
-            Long("timeout") => {
-                timeout_seconds = number_value(parser, "--timeout")?;
-                if timeout_seconds > crate::config::MAX_NUMBER {
-                    let max = crate::config::MAX_NUMBER;
-                    return Err(Error::usage(format!("--timeout: at most {max} seconds")));
-                }
-            }
-            Short('C') | Long("project-dir") => *dir = path_value(parser, "--project-dir")?,
-            Short('h') | Long("help") => return Ok(Command::Help(STOP_HELP)),
-            other => {
-                return Err(unexpected(other, &["--force", "--timeout", "--project-dir", "--help"]))
-            }
+        let flag = match arg {
+            Value(word) => return Ok(Some(word.to_string_lossy().into_owned())),
+            Short(letter) => table::find_short(letter, place)
+                .ok_or_else(|| Error::usage(format!("unknown option -{letter}")))?,
+            Long(long) => table::find_long(long, place).ok_or_else(|| unknown_flag(long, place))?,
+        };
+        read_value(flag, parser, raw)?;
+        if raw.help || raw.version {
+            break;
         }
     }
-    Ok(Command::Stop { force, timeout_seconds })
+    Ok(None)
+}
+
+/// Reads the value `flag` takes, if any, and stores it in `raw`.
+fn read_value(flag: &Flag, parser: &mut lexopt::Parser, raw: &mut Raw) -> Result<()> {
+    let name = flag.long_form();
+    match flag.takes {
+        Takes::Switch(set) => set(raw),
+        Takes::Text(_, set) => set(raw, string_value(parser, &name)?),
+        Takes::Dir(_, set) => set(raw, dir_value(parser, &name)?),
+        Takes::Number(_, set) => {
+            let number = number_value(parser, &name)?;
+            set(raw, number).map_err(|what| Error::usage(format!("{name}: {what}")))?;
+        }
+    }
+    Ok(())
+}
+
+impl Raw {
+    /// The command `name` with the flags read after it.
+    fn command(&mut self, name: Name) -> Result<Command> {
+        let run = std::mem::take(&mut self.run);
+        Ok(match name {
+            Name::Init => {
+                let task = self.task.take();
+                let task = task.ok_or_else(|| Error::usage("init: --task TEXT is required"))?;
+                Command::Init { task, force: self.force }
+            }
+            Name::Run => Command::Run(run),
+            Name::Resume => Command::Resume(run),
+            Name::Status => Command::Status { json: self.json },
+            Name::Logs => Command::Logs { lines: self.lines, follow: self.follow },
+            Name::Stop => {
+                Command::Stop { force: self.force, timeout_seconds: self.timeout_seconds }
+            }
+        })
+    }
 }
 
 fn string_value(parser: &mut lexopt::Parser, flag: &str) -> Result<String> {
@@ -285,7 +197,7 @@ fn string_value(parser: &mut lexopt::Parser, flag: &str) -> Result<String> {
     value.into_string().map_err(|v| Error::usage(format!("{flag}: not valid UTF-8: {v:?}")))
 }
 
-fn path_value(parser: &mut lexopt::Parser, flag: &str) -> Result<PathBuf> {
+fn dir_value(parser: &mut lexopt::Parser, flag: &str) -> Result<PathBuf> {
     let value = parser.value().map_err(|_| Error::usage(format!("{flag}: missing value")))?;
     if value.is_empty() {
         return Err(Error::usage(format!("{flag}: empty directory name")));
@@ -302,65 +214,32 @@ fn usage(err: lexopt::Error) -> Error {
     Error::usage(err.to_string())
 }
 
-fn unexpected(arg: lexopt::Arg, known: &[&str]) -> Error {
-    match arg {
-        Long(flag) => {
-            let flag = format!("--{flag}");
-            Error::usage(format!("unknown option {flag}{}", hint(&flag, known)))
-        }
-        Short(c) => Error::usage(format!("unknown option -{c}")),
-        Value(v) => Error::usage(format!("unexpected argument \"{}\"", v.to_string_lossy())),
-    }
+/// `unknown command "WORD"` with a near spelling, then `then`.
+fn unknown_command(word: &str, then: &str) -> Error {
+    let hint = hint(word, &table::command_words());
+    Error::usage(format!("unknown command \"{word}\"{hint}{then}"))
+}
+
+/// `unknown option --LONG` with the nearest flag taken at `place`.
+fn unknown_flag(long: &str, place: Place) -> Error {
+    let flag = format!("--{long}");
+    let known: Vec<String> = table::flags_at(place).map(Flag::long_form).collect();
+    let known: Vec<&str> = known.iter().map(String::as_str).collect();
+    Error::usage(format!("unknown option {flag}{}", hint(&flag, &known)))
 }
 
 /// `" (did you mean \"run\"?)"` when one candidate is a near spelling.
 fn hint(word: &str, candidates: &[&str]) -> String {
-    match closest(word, candidates) {
+    match crate::spelling::closest(word, candidates) {
         Some(c) => format!(" (did you mean \"{c}\"?)"),
         None => String::new(),
     }
 }
 
-/// The nearest candidate to `word` if it is a likely typo of it: one edit
-/// away for words of up to five letters, two for longer ones (`stats`,
-/// `stauts` → `status`; but `bogus` is not `logs`).
-pub fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    let allowed = if word.chars().count() <= 5 { 1 } else { 2 };
-    candidates
-        .iter()
-        .map(|c| (edit_distance(word, c), *c))
-        .filter(|(d, _)| *d <= allowed && *d < word.chars().count())
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
-
-/// Edit distance counting an insertion, a deletion, a substitution or a
-/// swap of two neighbours as one edit (optimal string alignment), since
-/// swapped letters are the commonest typo (`stpo`, `agnet`).
-pub fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    let mut d = vec![vec![0; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
-            }
-        }
-    }
-    d[a.len()][b.len()]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use table::COMMANDS;
 
     fn parse_words(words: &[&str]) -> Result<Cli> {
         parse(words.iter().map(OsString::from))
@@ -372,12 +251,12 @@ mod tests {
         assert_eq!(cli.project_dir, PathBuf::from("/tmp/p"));
         assert_eq!(cli.command, Command::Init { task: "do it".into(), force: false });
         let run = parse_words(&["run", "--background", "--skip-qa"]).unwrap().command;
-        assert_eq!(run, Command::Run { background: true, skip_review: false, skip_qa: true });
-        let resume = parse_words(&["resume", "-b"]).unwrap().command;
         assert_eq!(
-            resume,
-            Command::Resume { background: true, skip_review: false, skip_qa: false }
+            run,
+            Command::Run(RunFlags { background: true, skip_review: false, skip_qa: true })
         );
+        let resume = parse_words(&["resume", "-b"]).unwrap().command;
+        assert_eq!(resume, Command::Resume(RunFlags { background: true, ..RunFlags::default() }));
         assert_eq!(
             parse_words(&["status", "--json"]).unwrap().command,
             Command::Status { json: true }
@@ -394,11 +273,89 @@ mod tests {
         assert_eq!(parse_words(&["status", "-C", "x"]).unwrap().project_dir, PathBuf::from("x"));
     }
 
+    /// A value each kind of flag accepts.
+    fn sample_value(flag: &Flag) -> Option<&'static str> {
+        match flag.takes {
+            Takes::Switch(_) => None,
+            Takes::Text(..) => Some("text"),
+            Takes::Dir(..) => Some("dir"),
+            Takes::Number(..) => Some("7"),
+        }
+    }
+
+    /// `rasen WORD` and the flags it requires.
+    fn bare_command(word: &str) -> Vec<String> {
+        let required: &[&str] = if word == "init" { &["--task", "t"] } else { &[] };
+        [word].iter().chain(required).map(|w| w.to_string()).collect()
+    }
+
+    /// `bare_command(word)`, then `spelling` and a value if `flag` takes one.
+    fn command_with(word: &str, spelling: &str, flag: &Flag) -> Vec<String> {
+        let mut words = bare_command(word);
+        words.push(spelling.to_string());
+        words.extend(sample_value(flag).map(str::to_string));
+        words
+    }
+
+    fn parse_strings(words: &[String]) -> Result<Cli> {
+        parse(words.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn every_flag_of_every_command_parses_in_both_spellings() {
+        for spec in COMMANDS {
+            for flag in table::flags_at(Place::After(spec.name)) {
+                let spellings = [Some(flag.long_form()), flag.short.map(|c| format!("-{c}"))];
+                for spelling in spellings.into_iter().flatten() {
+                    let words = command_with(spec.word, &spelling, flag);
+                    let cli = parse_strings(&words);
+                    assert!(cli.is_ok(), "rasen {}: {:?}", words.join(" "), cli.err());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_flag_of_every_command_changes_what_it_parses_to() {
+        for spec in COMMANDS {
+            let plain = parse_strings(&bare_command(spec.word));
+            for flag in table::flags_at(Place::After(spec.name)) {
+                let words = command_with(spec.word, &flag.long_form(), flag);
+                assert_ne!(
+                    parse_strings(&words),
+                    plain,
+                    "rasen {} changes nothing",
+                    words.join(" ")
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn flags_taken_before_the_command_parse_there() {
+        for flag in table::flags_at(Place::Top) {
+            let mut words = vec![flag.long_form()];
+            words.extend(sample_value(flag).map(str::to_string));
+            words.push("status".to_string());
+            let cli = parse_strings(&words);
+            assert!(cli.is_ok(), "rasen {}: {:?}", words.join(" "), cli.err());
+        }
+    }
+
     #[test]
     fn help_is_a_command_of_its_own() {
-        assert_eq!(parse_words(&["--help"]).unwrap().command, Command::Help(MAIN_HELP));
-        assert_eq!(parse_words(&["stop", "-h"]).unwrap().command, Command::Help(STOP_HELP));
-        assert_eq!(parse_words(&["help", "logs"]).unwrap().command, Command::Help(LOGS_HELP));
+        let help = |words: &[&str]| parse_words(words).unwrap().command;
+        assert_eq!(help(&["--help"]), Command::Help(help::program()));
+        assert_eq!(
+            help(&["stop", "-h"]),
+            Command::Help(help::command(table::command("stop").unwrap()))
+        );
+        assert_eq!(
+            help(&["help", "logs"]),
+            Command::Help(help::command(table::command("logs").unwrap()))
+        );
+        assert_eq!(help(&["init", "--help", "--tsak"]), help(&["help", "init"]));
+        assert_eq!(help(&["status", "-h", "extra"]), help(&["help", "status"]));
     }
 
     #[test]
@@ -419,17 +376,25 @@ mod tests {
             .unwrap_err()
             .message
             .contains("--timeout: missing value"));
+        let too_long = format!("{}", crate::config::MAX_NUMBER + 1);
+        let err = parse_words(&["stop", "--timeout", &too_long]).unwrap_err();
+        assert_eq!(
+            err.message,
+            format!("--timeout: at most {} seconds", crate::config::MAX_NUMBER)
+        );
+        assert_eq!(
+            parse_words(&["-C", ""]).unwrap_err().message,
+            "--project-dir: empty directory name"
+        );
     }
 
     #[test]
-    fn edit_distance_counts_single_edits() {
-        assert_eq!(edit_distance("status", "status"), 0);
-        assert_eq!(edit_distance("stats", "status"), 1);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(closest("xyz", &["run", "init"]), None);
-        assert_eq!(closest("bogus", &["logs", "status"]), None);
-        assert_eq!(edit_distance("stpo", "stop"), 1);
-        assert_eq!(closest("agnet", &["agent", "qa"]), Some("agent"));
-        assert_eq!(closest("stauts", &["logs", "status"]), Some("status"));
+    fn a_flag_is_unknown_where_its_command_does_not_take_it() {
+        let message = |words: &[&str]| parse_words(words).unwrap_err().message;
+        assert_eq!(message(&["stop", "-f"]), "unknown option -f");
+        assert_eq!(message(&["run", "--json"]), "unknown option --json");
+        assert_eq!(message(&["status", "--version"]), "unknown option --version");
+        assert_eq!(message(&["--json", "status"]), "unknown option --json");
+        assert_eq!(message(&["status", "extra"]), "unexpected argument \"extra\"");
     }
 }

@@ -568,7 +568,7 @@ fn known_sections() -> Vec<&'static str> {
 
 /// ` (did you mean "x"?)` for a near spelling, else the list of known names.
 fn did_you_mean(word: &str, known: &[&str], what: &str) -> String {
-    match crate::cli::closest(word, known) {
+    match crate::spelling::closest(word, known) {
         Some(name) => format!(" (did you mean \"{name}\"?)"),
         None => format!(" (known {what}: {})", known.join(", ")),
     }

@@ -32,6 +32,7 @@ mod prompts;
 mod reader;
 mod run;
 mod signals;
+mod spelling;
 mod status;
 mod stop;
 mod store;
@@ -40,7 +41,7 @@ mod text;
 mod usage_limit;
 mod yaml;
 
-use cli::Command;
+use cli::{Command, RunFlags};
 use run::RunOptions;
 
 fn main() {
@@ -60,15 +61,15 @@ fn main() {
 fn run_command(cli: cli::Cli) -> error::Result<i32> {
     let dir = cli.project_dir.as_path();
     match cli.command {
-        Command::Help(text) => commands::print_stdout(text).map(|()| 0),
+        Command::Help(text) => commands::print_stdout(&text).map(|()| 0),
         Command::Version => {
             commands::print_stdout(&format!("rasen {}\n", env!("CARGO_PKG_VERSION"))).map(|()| 0)
         }
         Command::Init { task, force } => commands::init(dir, &task, force),
-        Command::Run { background, skip_review, skip_qa } => {
+        Command::Run(RunFlags { background, skip_review, skip_qa }) => {
             commands::run(dir, background, RunOptions { skip_review, skip_qa })
         }
-        Command::Resume { background, skip_review, skip_qa } => {
+        Command::Resume(RunFlags { background, skip_review, skip_qa }) => {
             commands::resume(dir, background, RunOptions { skip_review, skip_qa })
         }
         Command::Status { json } => commands::status(dir, json),
