@@ -16,7 +16,7 @@
 //! It never interprets topics: unknown ones are returned too (see
 //! [`Event::is_known`]) so the orchestrator can log and ignore them.
 
-/// The topics rasen acts on (DESIGN.md "Agent protocol").
+/// The topics of the agent protocol (ARCHITECTURE.md, "The agent protocol").
 pub const KNOWN_TOPICS: [&str; 7] = [
     "build.done",
     "build.blocked",
