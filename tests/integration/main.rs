@@ -14,6 +14,7 @@ mod daemon_process;
 mod daemon_spec;
 mod edges;
 mod init;
+mod layers;
 mod logs_follow;
 mod recovery;
 mod run;
