@@ -252,7 +252,7 @@ fn check_state_files(project: &Project) -> Result<()> {
 }
 
 /// Whether status.json says the last run died while planning (see
-/// `status::PHASE_PLANNING`); only meaningful while nobody runs.
+/// `status::Phase::Planning`); only meaningful while nobody runs.
 fn planning_was_cut_short(project: &Project) -> Result<bool> {
     let status = store::load::<StatusFile>(&project.user_path(&project.status_file()))?;
     Ok(status.is_some_and(|s| s.planning_unfinished()))

@@ -65,6 +65,12 @@ pub const PLACEHOLDERS: &[&str] = &[
     "plan_schema",
     "plan_error",
     "evidence_required",
+    // Values of the review and QA loops, which are not in this version.
+    // Known, so that an override copied from an earlier built-in template
+    // keeps working; they render empty.
+    "diff",
+    "review_feedback",
+    "qa_issues",
 ];
 
 /// Where the initializer writes the plan, relative to the project root.
@@ -357,6 +363,12 @@ mod tests {
         let text =
             render_text("{memories}|{task}", &[("memories", "+ {task} {unknown}"), ("task", "T")]);
         assert_eq!(text.unwrap(), "+ {task} {unknown}|T");
+    }
+
+    #[test]
+    fn placeholders_of_the_loops_not_in_this_version_render_empty() {
+        let text = render_text("[{review_feedback}{qa_issues}{diff}]", &[]);
+        assert_eq!(text.unwrap(), "[]");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::lock::{self, Liveness, RunLock};
 use crate::project::Project;
-use crate::status::{EndReason, StatusFile};
+use crate::status::StatusFile;
 use crate::{process, store, sys};
 
 /// `rasen stop`: SIGTERM and wait for the lock to be let go (graceful), or
@@ -97,7 +97,7 @@ fn kill_now(project: &Project, pid: i32) -> Result<i32> {
         }
         // Recorded, so that `status` does not call it a crash; the plan
         // keeps its in_progress subtask for `resume`.
-        status.end_run(EndReason::Killed, "killed by 'rasen stop --force'");
+        status.killed();
         store::save(&path, &status)?;
     }
     lock.release();

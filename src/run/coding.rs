@@ -54,7 +54,7 @@ impl Run<'_> {
         // The plan (and good commit) first, the history after: dying in
         // between (kill -9) then loses one line of history, where the other
         // order would leave a completed subtask in_progress, to be redone.
-        let ending = self.apply_verdict(plan, index, verdict, &report, commits)?;
+        let ending = self.apply_verdict(plan, index, verdict, commits)?;
         self.record_attempt(attempt)?;
         Ok(ending)
     }
@@ -68,8 +68,7 @@ impl Run<'_> {
         earlier_commits: u64,
     ) -> Result<Verdict> {
         let facts = self.facts_of(report, commits, earlier_commits);
-        let summary = match verdict::judge(&facts, &self.rules()) {
-            Judgement::Final(Verdict::RootRefusal) => return Err(verdict::root_refusal_error()),
+        let summary = match verdict::judge(&facts, &self.rules())? {
             Judgement::Final(verdict) => return Ok(verdict),
             Judgement::VerifyThenComplete(summary) => summary,
         };
@@ -88,7 +87,6 @@ impl Run<'_> {
         plan: &mut Plan,
         index: usize,
         verdict: Verdict,
-        report: &SessionReport,
         commits: u64,
     ) -> Result<Option<Ending>> {
         let id = plan.subtasks[index].id.clone();
@@ -107,12 +105,11 @@ impl Run<'_> {
                 log(&format!("subtask {id}: blocked, marked failed: {why}"));
                 self.status.note_error(format!("{id} blocked: {why}"));
             }
-            Verdict::Interrupted | Verdict::UsageLimit | Verdict::RootRefusal => {
-                if verdict == Verdict::Interrupted {
-                    log(&format!("subtask {id}: interrupted; it stays in_progress and is retried first on resume"));
-                }
-                return Ok(Some(self.ending_for_cut_short(verdict, report)));
+            Verdict::Interrupted => {
+                log(&format!("subtask {id}: interrupted; it stays in_progress and is retried first on resume"));
+                return Ok(Some(self.ending_for_cut_short(&verdict)));
             }
+            Verdict::UsageLimit(_) => return Ok(Some(self.ending_for_cut_short(&verdict))),
             Verdict::Refused(why) | Verdict::Failed(why) | Verdict::Timeout(why) => {
                 self.consecutive_failures += 1;
                 log(&format!("subtask {id}: not completed: {}", summary(&why)));
@@ -167,10 +164,6 @@ impl Run<'_> {
             Verdict::Completed(summary) => Some(summary.clone()),
             Verdict::Refused(_) => verdict::claim_of(&report.events),
             _ => None,
-        };
-        let reason = match (verdict, &report.usage_limit) {
-            (Verdict::UsageLimit, Some(limit)) => Some(one_line(&limit.message)),
-            _ => reason,
         };
         let usage = usage_of(report);
         Ok(Attempt {

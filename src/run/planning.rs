@@ -38,8 +38,7 @@ impl Run<'_> {
                 return Ok(Err(self.max_runtime_ending()));
             };
             let facts = self.facts_of(&report, 0, 0);
-            match verdict::cut_short(&facts, &self.rules()) {
-                Some(Verdict::RootRefusal) => return Err(verdict::root_refusal_error()),
+            match verdict::cut_short(&facts, &self.rules())? {
                 Some(Verdict::Timeout(_)) => {
                     // Cut off by a timeout: whatever plan it wrote is a draft.
                     set_aside_draft_plan(self.project)?;
@@ -56,13 +55,14 @@ impl Run<'_> {
                     // Stopped or out of usage: the initializer may have
                     // written part of a plan and gone on working. That
                     // draft is not the plan.
+                    let ending = self.ending_for_cut_short(&cut);
                     if let Some(draft) = set_aside_draft_plan(self.project)? {
                         log(&format!(
                             "planning was cut short: set the unfinished plan aside as {}; the next run plans again",
                             self.project.show(&draft)
                         ));
                     }
-                    return Ok(Err(self.ending_for_cut_short(cut, &report)));
+                    return Ok(Err(ending));
                 }
                 None => {}
             }

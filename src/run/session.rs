@@ -175,7 +175,7 @@ impl Run<'_> {
             end: report.end,
             events: &report.events,
             agent_error,
-            usage_limit: report.usage_limit.is_some(),
+            usage_limit: report.usage_limit.as_ref(),
             root_refusal: report.root_refusal,
             tail: &report.tail,
             commits,
@@ -193,9 +193,9 @@ impl Run<'_> {
     }
 
     /// The run's ending for a session stopped by a signal or a usage limit.
-    pub(super) fn ending_for_cut_short(&mut self, cut: Verdict, report: &SessionReport) -> Ending {
-        match (cut, &report.usage_limit) {
-            (Verdict::UsageLimit, Some(limit)) => self.usage_limit_ending(limit),
+    pub(super) fn ending_for_cut_short(&mut self, cut: &Verdict) -> Ending {
+        match cut {
+            Verdict::UsageLimit(limit) => self.usage_limit_ending(limit),
             _ => self.stopped_ending(),
         }
     }

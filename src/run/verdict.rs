@@ -9,6 +9,7 @@ use crate::error::Error;
 use crate::events::Event;
 use crate::history::Outcome;
 use crate::text::{last_lines, one_line};
+use crate::usage_limit::UsageLimit;
 
 /// What is known of a finished session.
 #[derive(Debug, Clone)]
@@ -19,7 +20,7 @@ pub struct Facts<'a> {
     /// The agent itself reported the session as failed (Claude's
     /// `error_max_turns`, …): what it said.
     pub agent_error: Option<String>,
-    pub usage_limit: bool,
+    pub usage_limit: Option<&'a UsageLimit>,
     /// Claude refused to run as root with bypassPermissions.
     pub root_refusal: bool,
     /// The end of the session's output.
@@ -51,9 +52,8 @@ pub enum Verdict {
     Timeout(String),
     /// A shutdown signal cut the session short.
     Interrupted,
-    UsageLimit,
-    /// Claude refused to run as root: the run must end with what to do.
-    RootRefusal,
+    /// The agent's usage limit was reached: not the approach's fault.
+    UsageLimit(UsageLimit),
 }
 
 impl Verdict {
@@ -64,12 +64,11 @@ impl Verdict {
             Verdict::Refused(why) => (Outcome::Refused, Some(why.clone())),
             Verdict::Blocked(why) => (Outcome::Blocked, Some(why.clone())),
             Verdict::Failed(why) => (Outcome::Failure, Some(why.clone())),
-            Verdict::RootRefusal => (Outcome::Failure, Some(root_refusal_error().message)),
             Verdict::Timeout(why) => (Outcome::Timeout, Some(why.clone())),
             Verdict::Interrupted => {
                 (Outcome::Interrupted, Some("stopped by a shutdown signal".to_string()))
             }
-            Verdict::UsageLimit => (Outcome::UsageLimit, None),
+            Verdict::UsageLimit(limit) => (Outcome::UsageLimit, Some(one_line(&limit.message))),
         }
     }
 }
@@ -84,19 +83,21 @@ pub enum Judgement {
 }
 
 /// The ways a session can end before anything it said counts, in the order
-/// they are checked: a shutdown, a usage limit, Claude's root refusal, a
-/// timeout. `None` when the session ran its course.
-pub fn cut_short(facts: &Facts, rules: &Rules) -> Option<Verdict> {
+/// they are checked: a shutdown, a usage limit, a timeout. `None` when the
+/// session ran its course. Claude's refusal to run as root, checked after
+/// the usage limit, is no verdict but an error that ends the run with
+/// what to do, instead of burning iterations on it.
+pub fn cut_short(facts: &Facts, rules: &Rules) -> Result<Option<Verdict>, Error> {
     if facts.end == SessionEnd::Shutdown {
-        return Some(Verdict::Interrupted);
+        return Ok(Some(Verdict::Interrupted));
     }
-    if facts.usage_limit {
-        return Some(Verdict::UsageLimit);
+    if let Some(limit) = facts.usage_limit {
+        return Ok(Some(Verdict::UsageLimit(limit.clone())));
     }
     if facts.root_refusal {
-        return Some(Verdict::RootRefusal);
+        return Err(root_refusal_error());
     }
-    match facts.end {
+    Ok(match facts.end {
         SessionEnd::IdleTimeout => Some(Verdict::Timeout(with_tail(
             format!("no output for {}s: the session was ended as hung", rules.idle_timeout_seconds),
             facts.tail,
@@ -106,14 +107,20 @@ pub fn cut_short(facts: &Facts, rules: &Rules) -> Option<Verdict> {
             facts.tail,
         ))),
         _ => None,
-    }
+    })
 }
 
-/// A coder session's verdict, short of the verify commands.
-pub fn judge(facts: &Facts, rules: &Rules) -> Judgement {
-    if let Some(verdict) = cut_short(facts, rules) {
-        return Judgement::Final(verdict);
+/// A coder session's verdict, short of the verify commands; an error for
+/// Claude's root refusal (see `cut_short`).
+pub fn judge(facts: &Facts, rules: &Rules) -> Result<Judgement, Error> {
+    if let Some(verdict) = cut_short(facts, rules)? {
+        return Ok(Judgement::Final(verdict));
     }
+    Ok(judge_words(facts, rules))
+}
+
+/// What the agent said (its last word, its own failure), and the evidence.
+fn judge_words(facts: &Facts, rules: &Rules) -> Judgement {
     // An agent may say blocked and then find a way, or claim done and
     // then take it back: its last word on the subtask counts.
     let last_word =
@@ -187,9 +194,8 @@ pub fn claim_of(events: &[Event]) -> Option<String> {
     events.iter().rev().find(|e| e.topic == "build.done").map(|e| one_line(&e.payload))
 }
 
-/// The error that ends a run on Claude's root refusal, with what to do,
-/// instead of burning iterations on it.
-pub fn root_refusal_error() -> Error {
+/// The error that ends a run on Claude's root refusal, with what to do.
+fn root_refusal_error() -> Error {
     Error::config(
         "claude refuses --permission-mode bypassPermissions when run as root: run rasen as an ordinary user (or in a container as a non-root user)",
     )
@@ -246,7 +252,7 @@ mod tests {
             end,
             events,
             agent_error: None,
-            usage_limit: false,
+            usage_limit: None,
             root_refusal: false,
             tail: "",
             commits,
@@ -256,7 +262,7 @@ mod tests {
 
     fn verdict_of(facts: &Facts, rules: &Rules) -> Verdict {
         match judge(facts, rules) {
-            Judgement::Final(verdict) => verdict,
+            Ok(Judgement::Final(verdict)) => verdict,
             other => panic!("expected a final verdict, got {other:?}"),
         }
     }
@@ -268,7 +274,7 @@ mod tests {
         let events = [event("build.done", DONE)];
         assert_eq!(
             judge(&facts(SessionEnd::Exited(0), &events, 1), &RULES),
-            Judgement::VerifyThenComplete(DONE.to_string())
+            Ok(Judgement::VerifyThenComplete(DONE.to_string()))
         );
     }
 
@@ -277,7 +283,7 @@ mod tests {
         let events = [event("build.done", DONE)];
         let mut f = facts(SessionEnd::Exited(0), &events, 0);
         f.earlier_commits = 2;
-        assert!(matches!(judge(&f, &RULES), Judgement::VerifyThenComplete(_)));
+        assert!(matches!(judge(&f, &RULES), Ok(Judgement::VerifyThenComplete(_))));
     }
 
     #[test]
@@ -300,7 +306,7 @@ mod tests {
         let free = Rules { require_tests: false, ..RULES };
         assert!(matches!(
             judge(&facts(SessionEnd::Exited(0), &events, 1), &free),
-            Judgement::VerifyThenComplete(_)
+            Ok(Judgement::VerifyThenComplete(_))
         ));
     }
 
@@ -314,7 +320,7 @@ mod tests {
         let done_last = [event("build.blocked", "no database"), event("build.done", DONE)];
         assert!(matches!(
             judge(&facts(SessionEnd::Exited(0), &done_last, 1), &RULES),
-            Judgement::VerifyThenComplete(_)
+            Ok(Judgement::VerifyThenComplete(_))
         ));
     }
 
@@ -369,18 +375,20 @@ mod tests {
     #[test]
     fn a_shutdown_a_usage_limit_and_a_root_refusal_come_first_in_that_order() {
         let events = [event("build.done", DONE)];
+        let limit = UsageLimit { message: "limit reached|1753441200".into(), resets_at: None };
         let mut f = facts(SessionEnd::Shutdown, &events, 1);
-        f.usage_limit = true;
+        f.usage_limit = Some(&limit);
         f.root_refusal = true;
         assert_eq!(verdict_of(&f, &RULES), Verdict::Interrupted);
         f.end = SessionEnd::IdleTimeout;
-        assert_eq!(verdict_of(&f, &RULES), Verdict::UsageLimit);
-        f.usage_limit = false;
-        assert_eq!(verdict_of(&f, &RULES), Verdict::RootRefusal);
+        assert_eq!(verdict_of(&f, &RULES), Verdict::UsageLimit(limit.clone()));
+        f.usage_limit = None;
+        let refusal = judge(&f, &RULES).unwrap_err();
+        assert!(refusal.message.contains("run rasen as an ordinary user"), "{refusal}");
         f.root_refusal = false;
         assert!(matches!(verdict_of(&f, &RULES), Verdict::Timeout(_)));
         f.end = SessionEnd::Exited(0);
-        assert_eq!(cut_short(&f, &RULES), None);
+        assert_eq!(cut_short(&f, &RULES), Ok(None));
     }
 
     #[test]
@@ -410,8 +418,10 @@ mod tests {
             (Verdict::Failed("f".into()), Outcome::Failure),
             (Verdict::Timeout("t".into()), Outcome::Timeout),
             (Verdict::Interrupted, Outcome::Interrupted),
-            (Verdict::UsageLimit, Outcome::UsageLimit),
-            (Verdict::RootRefusal, Outcome::Failure),
+            (
+                Verdict::UsageLimit(UsageLimit { message: "m".into(), resets_at: None }),
+                Outcome::UsageLimit,
+            ),
         ] {
             assert_eq!(verdict.outcome().0, outcome, "{verdict:?}");
         }

@@ -327,9 +327,21 @@ impl StatusFile {
     /// stays, since it may mark an unfinished plan (`Phase::Planning`) that
     /// the next run must set aside.
     pub fn start_failed(&mut self, message: &str) {
-        let phase = self.phase.take();
-        self.end_run(EndReason::Error, message);
+        self.end_keeping_phase(EndReason::Error, message);
         self.waiting_until = None;
+    }
+
+    /// `rasen stop --force` killed the run: recorded by the stopper, so
+    /// that `status` does not call it a crash. The phase stays, as the
+    /// killed run left it: a `Phase::Planning` there marks its plan as an
+    /// unfinished draft, never to be run.
+    pub fn killed(&mut self) {
+        self.end_keeping_phase(EndReason::Killed, "killed by 'rasen stop --force'");
+    }
+
+    fn end_keeping_phase(&mut self, reason: EndReason, message: &str) {
+        let phase = self.phase.take();
+        self.end_run(reason, message);
         self.phase = phase;
     }
 
@@ -537,6 +549,18 @@ mod tests {
         assert_eq!((status.status, status.reason), (RunState::Failed, Some(EndReason::Error)));
         assert_eq!(status.waiting_until, None);
         assert_eq!(status.last_error.as_deref(), Some("cannot read the task"));
+    }
+
+    #[test]
+    fn a_run_killed_while_planning_keeps_the_planning_marker() {
+        let mut status = running();
+        status.enter_phase(Phase::Planning);
+        status.agent_started(77);
+        status.killed();
+        assert!(status.planning_unfinished());
+        assert_eq!((status.status, status.reason), (RunState::Stopped, Some(EndReason::Killed)));
+        assert_eq!((status.pid, status.agent_pid()), (None, None));
+        assert_eq!(status.last_error.as_deref(), Some("killed by 'rasen stop --force'"));
     }
 
     #[test]

@@ -7,10 +7,8 @@
 use super::{RunState, StatusFile};
 use crate::lock::Liveness;
 
-/// `rasen status`: the status file joined with the run lock's answer. The
-/// lock decides whether anything runs; the file only says what the run was
-/// doing, so a file left saying "running" by a killed daemon is shown as a
-/// crash, never as running.
+/// What `rasen status` shows: the file (if any), the lock's answer, and
+/// the time to measure ages against.
 pub struct Report {
     file: Option<StatusFile>,
     liveness: Liveness,
@@ -118,11 +116,13 @@ impl Report {
     /// recorded, and a file saying running without the lock held is a
     /// crash.
     fn state(&self) -> State {
-        let Some(file) = &self.file else { return State::NotInitialized };
-        match (&self.liveness, file.status) {
-            (Liveness::Running { .. }, _) => State::Running,
-            (_, RunState::Running) => State::Crashed,
-            (_, recorded) => State::Recorded(recorded),
+        if let Liveness::Running { .. } = self.liveness {
+            return State::Running;
+        }
+        match self.file.as_ref().map(|f| f.status) {
+            None => State::NotInitialized,
+            Some(RunState::Running) => State::Crashed,
+            Some(recorded) => State::Recorded(recorded),
         }
     }
 
@@ -354,6 +354,14 @@ mod tests {
         assert!(matches!(object.get("running"), Some(Value::Bool(true))));
         assert!(matches!(object.get("state"), Some(Value::String(s)) if s == "running"));
         assert!(matches!(object.get("elapsed_seconds"), Some(Value::Number(_))));
+    }
+
+    #[test]
+    fn the_lock_says_running_even_without_a_status_file() {
+        let report = Report::new(None, Liveness::Running { pid: Some(4242) }, AT_18_48);
+        assert!(report.to_text().starts_with("Status: running\n"), "{}", report.to_text());
+        assert!(report.to_json().contains("\"state\": \"running\""), "{}", report.to_json());
+        assert_eq!(report.exit_code(), 0);
     }
 
     #[test]

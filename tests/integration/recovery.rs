@@ -115,6 +115,24 @@ fn kill_9_during_planning_makes_resume_set_the_draft_aside_and_plan_again() {
     assert_no_agent_process_left(&p);
 }
 
+#[test]
+fn stop_force_during_planning_makes_resume_set_the_draft_aside_and_plan_again() {
+    let p = slow_planning_project("plan-force");
+    let pid = start_daemon(&p, &["run", "--background"]);
+    wait_for_planning_under_way(&p);
+    p.rasen(&["stop", "--force"]).expect_code(0);
+    assert!(process_gone(pid));
+    let s = status(&p);
+    assert_eq!(get_str(&s, "reason"), Some("killed"), "{s:?}");
+    assert_eq!(get_str(&s, "phase"), Some("Initializer"), "the planning marker stays: {s:?}");
+
+    let r = p.rasen(&["resume"]).expect_code(0);
+    assert!(r.stdout.contains("never finished"), "{r}");
+    assert_planned_again_and_completed(&p);
+    assert_eq!(drafts(&p).len(), 1, "{:?}", drafts(&p));
+    assert_no_agent_process_left(&p);
+}
+
 /// Marks status.json the way a run killed while planning leaves it.
 fn mark_planning_in_progress(p: &Project) {
     let text = p.file(".rasen/status.json").unwrap();
