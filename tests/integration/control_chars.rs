@@ -196,3 +196,17 @@ fn an_error_quoting_user_text_is_escaped() {
     assert_no_raw_controls(&r.stderr, "the error");
     assert!(r.stderr.contains("--task spec\\e[2J.md: no such file"), "{r}");
 }
+
+#[test]
+fn a_daemon_start_error_quoting_a_newline_reaches_the_terminal_whole() {
+    // A project directory whose name holds a newline, and a log that
+    // cannot be opened: the daemon's error quotes the path.
+    let p = project("ctl-daemon\nstart");
+    std::fs::create_dir_all(p.path(LOG)).unwrap();
+    let r = p.rasen(&["run", "--background"]).expect_code(1);
+    let mut lines = r.stderr.lines();
+    let line = lines.next().unwrap_or_default();
+    assert!(lines.next().is_none(), "one line of error expected\n{r}");
+    assert!(line.contains("ctl-daemon\\nstart"), "{r}");
+    assert!(line.contains("cannot open the log file"), "the end of the error was lost\n{r}");
+}
