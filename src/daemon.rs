@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::lock::RunLock;
 use crate::project::Project;
 use crate::run::{self, RunOptions};
+use crate::text::escape_controls;
 use crate::{logger, signals, sys};
 
 /// `run --background`, top to bottom. In the calling process, returns the
@@ -121,7 +122,8 @@ pub fn run_in_background(project: &Project, options: RunOptions) -> Result<i32> 
 }
 
 /// The write end of the readiness pipe: the daemon's one line to the
-/// process waiting for it, `ready PID` or `error MESSAGE`. Closed unused
+/// process waiting for it, `ready PID` or `error MESSAGE` (control
+/// characters escaped, so a newline in it does not cut it short). Closed unused
 /// (the daemon died), the waiting process hears nothing and says so.
 struct Ready(File);
 
@@ -133,7 +135,7 @@ impl Ready {
         match step {
             Ok(value) => value,
             Err(e) => {
-                let _ = writeln!(self.0, "error {}", e.message);
+                let _ = writeln!(self.0, "error {}", escape_controls(&e.message));
                 flush_stdio();
                 sys::exit_immediately(e.code)
             }
@@ -146,7 +148,7 @@ impl Ready {
     }
 
     fn failed(mut self, message: &str) {
-        let _ = writeln!(self.0, "error {message}");
+        let _ = writeln!(self.0, "error {}", escape_controls(message));
     }
 }
 

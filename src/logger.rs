@@ -3,6 +3,12 @@
 //! A foreground run also echoes every line to the terminal; a daemon does
 //! not need to, its stdout and stderr already point into the same file.
 //!
+//! A log line is one line, and plays nothing on a terminal that shows it:
+//! every control character in a message or an agent's line (a newline
+//! too) is written as a visible escape (`text::escape_controls`), so text
+//! from a plan or an agent can neither forge a line nor send an escape
+//! sequence to whoever runs `rasen logs` or `tail`.
+//!
 //! The file is opened with O_APPEND (whole lines from several writers never
 //! interleave mid-line), O_NOFOLLOW (a symlink planted at the log path is
 //! refused, not written through) and mode 0600: agent output may hold
@@ -18,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock;
 use crate::error::{Error, Result};
+use crate::text::escape_controls;
 
 struct Logger {
     file: File,
@@ -58,18 +65,31 @@ pub fn open_for_append(path: &Path) -> Result<File> {
         .map_err(|e| Error::io(path, "cannot open the log file", e))
 }
 
-/// Logs one line: `2026-01-27T18:45:00Z message`. Before `open`, or if the
-/// write fails (disk full), the line goes to stderr so it is not lost.
+/// Logs one line: `2026-01-27T18:45:00Z message`, control characters
+/// escaped. Before `open`, or if the write fails (disk full), the line
+/// goes to stderr so it is not lost.
 pub fn line(message: &str) {
-    let text = format!("{} {}\n", clock::now_iso(), message.trim_end_matches('\n'));
-    write_text(&text);
+    write_text(&format_line(message));
 }
 
 #[cfg_attr(test, allow(dead_code))] // unit tests capture agent lines instead
-/// Logs one line of agent output: `2026-…Z [prefix] text`.
+/// Logs one line of agent output: `2026-…Z [prefix] text`, control
+/// characters escaped.
 pub fn agent_line(prefix: &str, text: &str) {
-    let text = format!("{} [{prefix}] {}\n", clock::now_iso(), text.trim_end_matches(['\n', '\r']));
-    write_text(&text);
+    write_text(&format_agent_line(prefix, text));
+}
+
+fn format_line(message: &str) -> String {
+    format!("{} {}\n", clock::now_iso(), escape_controls(message.trim_end_matches('\n')))
+}
+
+fn format_agent_line(prefix: &str, text: &str) -> String {
+    format!(
+        "{} [{}] {}\n",
+        clock::now_iso(),
+        escape_controls(prefix),
+        escape_controls(text.trim_end_matches(['\n', '\r']))
+    )
 }
 
 impl Logger {
@@ -112,5 +132,32 @@ fn write_text(text: &str) {
         None => {
             let _ = std::io::stderr().write_all(text.as_bytes());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message of a formatted line: after its timestamp, before its
+    /// one newline.
+    fn message_of(line: &str) -> &str {
+        assert_eq!(line.matches('\n').count(), 1, "{line:?}");
+        let (stamp, message) = line.trim_end_matches('\n').split_once(' ').unwrap();
+        assert!(clock::parse_iso(stamp).is_some(), "{line:?}");
+        message
+    }
+
+    #[test]
+    fn a_log_line_stays_one_line_whatever_it_quotes() {
+        let forged = "subtask t1\n2026-01-01T00:00:00Z run ended: completed\n";
+        assert_eq!(
+            message_of(&format_line(forged)),
+            "subtask t1\\n2026-01-01T00:00:00Z run ended: completed"
+        );
+        assert_eq!(
+            message_of(&format_agent_line("coder t\r1", "\x1b[31mred\x1b[0m\u{9b}\0\tend\r\n")),
+            "[coder t\\r1] \\e[31mred\\e[0m\\u{9b}\\x00\tend"
+        );
     }
 }

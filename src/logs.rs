@@ -3,7 +3,9 @@
 //! does not exist yet). This module only reads the log: it never writes,
 //! truncates, renames or locks it, so it can run beside a live orchestrator
 //! at any time. A closed output pipe (`rasen logs | head`) is a normal end,
-//! not an error.
+//! not an error. What it prints has its control characters made visible
+//! (`text::LogEscaper`): a log written by an older rasen, or edited, may
+//! hold raw escape sequences, and they must not reach the terminal.
 //!
 //! The follower polls (one `stat` of the path and one `fstat` of the open
 //! file every 200 ms) instead of using inotify: it is portable, works on any
@@ -17,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::text::{escape_controls, LogEscaper};
 use crate::{signals, sys};
 
 /// How much of the log is read at a time, backwards or forwards.
@@ -35,7 +38,8 @@ pub fn print_last_lines(path: &Path, n: usize, out: &mut dyn Write) -> Result<()
     if n == 0 {
         return Ok(());
     }
-    finish_output(path, copy_last_lines(&file, n, BLOCK_SIZE, out))
+    let mut out = Escaped::new(out);
+    finish_output(path, copy_last_lines(&file, n, BLOCK_SIZE, &mut out).and_then(|()| out.finish()))
 }
 
 /// Prints the last `n` lines of the log (if it exists), then keeps printing
@@ -43,7 +47,7 @@ pub fn print_last_lines(path: &Path, n: usize, out: &mut dyn Write) -> Result<()
 /// goes away (both end it quietly with `Ok`).
 pub fn follow(path: &Path, n: usize, out: &mut dyn Write) -> Result<()> {
     let mut follower = Follower::new(path);
-    finish_output(path, follow_until_stopped(&mut follower, n, out))
+    finish_output(path, follow_until_stopped(&mut follower, n, &mut Escaped::new(out)))
 }
 
 fn follow_until_stopped(follower: &mut Follower, n: usize, out: &mut dyn Write) -> io::Result<()> {
@@ -53,7 +57,7 @@ fn follow_until_stopped(follower: &mut Follower, n: usize, out: &mut dyn Write) 
         let _ = writeln!(
             io::stderr(),
             "rasen: {} does not exist yet; waiting for a run to write it (Ctrl-C to stop)",
-            follower.path.display()
+            escape_controls(&follower.path.to_string_lossy())
         );
     }
     // Without rasen's signal handlers Ctrl-C simply ends the process; with
@@ -65,6 +69,37 @@ fn follow_until_stopped(follower: &mut Follower, n: usize, out: &mut dyn Write) 
         follower.poll_once(out)?;
     }
     Ok(())
+}
+
+/// The output of `rasen logs`: the log's bytes with their control
+/// characters (but newline and tab) and any byte that is not UTF-8 shown
+/// as visible escapes.
+struct Escaped<'a> {
+    out: &'a mut dyn Write,
+    escaper: LogEscaper,
+}
+
+impl<'a> Escaped<'a> {
+    fn new(out: &'a mut dyn Write) -> Escaped<'a> {
+        Escaped { out, escaper: LogEscaper::default() }
+    }
+
+    /// The end of the log: prints a character it ended in the middle of.
+    fn finish(&mut self) -> io::Result<()> {
+        self.out.write_all(self.escaper.finish().as_bytes())?;
+        self.out.flush()
+    }
+}
+
+impl Write for Escaped<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.out.write_all(self.escaper.escape(bytes).as_bytes())?;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// A closed pipe is the reader saying "enough" (`rasen logs | head`).
@@ -471,6 +506,15 @@ mod tests {
         drop(file);
         append(&dir.log(), "x\ny\n");
         assert_eq!(last_lines(&dir.log(), 1), "y\n");
+    }
+
+    #[test]
+    fn printed_lines_show_control_characters_escaped() {
+        let dir = TempDir::new("escape");
+        append(&dir.log(), "ok\tline\n\x1b[2Jwiped\r\u{9b}\n");
+        let mut out = Vec::new();
+        print_last_lines(&dir.log(), 10, &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "ok\tline\n\\e[2Jwiped\\r\\u{9b}\n");
     }
 
     #[test]

@@ -1,13 +1,21 @@
 //! rasen: keeps an autonomous coding agent working through a long task.
 //! Entry point: parse the command line, run the command, print an error as
 //! `rasen: error: …` once, and exit with the code the error carries.
+//!
+//! Both ways rasen talks to people in lines, `say!` and the error, escape
+//! control characters (`text::escape_controls`): what they quote (a task
+//! name, a subtask id, a path, an agent's words) may hold any, and an
+//! error is one line.
 
-/// Prints a line to stdout for people. Unlike `println!` it never panics:
-/// a closed pipe (`rasen stop | true`) must not abort a command half-way.
+/// Prints a line to stdout for people, control characters escaped (the
+/// line may quote a plan, a task or a path). Unlike `println!` it never
+/// panics: a closed pipe (`rasen stop | true`) must not abort a command
+/// half-way.
 macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
+        let line = format!($($arg)*);
+        let _ = writeln!(std::io::stdout(), "{}", crate::text::escape_controls(&line));
     }};
 }
 
@@ -50,7 +58,8 @@ fn main() {
         Ok(code) => code,
         Err(err) => {
             use std::io::Write as _;
-            let _ = writeln!(std::io::stderr(), "rasen: error: {err}");
+            let message = text::escape_controls(&err.message);
+            let _ = writeln!(std::io::stderr(), "rasen: error: {message}");
             err.code
         }
     };

@@ -110,7 +110,7 @@ impl Subtask {
 
 impl Plan {
     /// Checks what the loop relies on: at least one subtask, unique
-    /// non-empty ids, a description (or title) for each, dependencies that
+    /// non-empty ids without control characters, a description (or title) for each, dependencies that
     /// name other known subtasks, and no cycle among them. The first problem
     /// found is returned as one sentence.
     pub fn validate(&self) -> std::result::Result<(), String> {
@@ -132,6 +132,13 @@ impl Plan {
             let id = subtask.id.trim();
             if id.is_empty() {
                 return Err(format!("subtask {} has an empty id", i + 1));
+            }
+            if has_control_character(&subtask.id) {
+                return Err(format!(
+                    "subtask {} ({:?}): its id holds a control character; give it an id of printable characters",
+                    i + 1,
+                    subtask.id
+                ));
             }
             if let Some(first) = first_seen.insert(id, i) {
                 return Err(format!(
@@ -155,6 +162,12 @@ impl Plan {
         let ids: HashSet<&str> = self.subtasks.iter().map(|s| s.id.as_str()).collect();
         for subtask in &self.subtasks {
             for dep in subtask.deps() {
+                if has_control_character(dep) {
+                    return Err(format!(
+                        "subtask {:?}: dependency {dep:?} holds a control character; name each dependency by its subtask's id",
+                        subtask.id
+                    ));
+                }
                 if *dep == subtask.id {
                     return Err(format!("subtask {:?} depends on itself", subtask.id));
                 }
@@ -290,6 +303,15 @@ impl Plan {
         self.created_at.get_or_insert_with(|| now.clone());
         self.updated_at = Some(now);
     }
+}
+
+/// Ids are names: they go into log lines, the agent's environment
+/// (`RASEN_SUBTASK_ID`, where a NUL cannot go at all) and every message
+/// about the subtask, so none of them may hold a control character, not
+/// even a tab. Titles and descriptions are prose and may: they are
+/// escaped wherever they are shown.
+fn has_control_character(id: &str) -> bool {
+    id.chars().any(char::is_control)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -524,6 +546,27 @@ mod tests {
         );
         empty.title = Some("A title".into());
         assert_eq!(plan(vec![empty]).validate(), Ok(()));
+    }
+
+    #[test]
+    fn ids_with_control_characters_are_refused() {
+        for id in ["a\0b", "a\nb", "a\tb", "\x1b[2Ja", "a\u{9b}", "a\x7f"] {
+            let err = plan(vec![subtask("ok", Pending, &[]), subtask(id, Pending, &[])])
+                .validate()
+                .unwrap_err();
+            assert_eq!(
+                err,
+                format!("subtask 2 ({id:?}): its id holds a control character; give it an id of printable characters")
+            );
+        }
+        assert_eq!(
+            plan(vec![subtask("a", Pending, &[]), subtask("b", Pending, &["a\r"])]).validate(),
+            Err("subtask \"b\": dependency \"a\\r\" holds a control character; name each dependency by its subtask's id".into())
+        );
+        let mut prose = subtask("a", Pending, &[]);
+        prose.title = Some("Title\twith a tab".into());
+        prose.description = "Two lines,\n\x1b[1mbold\x1b[0m".into();
+        assert_eq!(plan(vec![prose]).validate(), Ok(()), "titles and descriptions are prose");
     }
 
     #[test]

@@ -49,7 +49,8 @@ impl Project {
                 use std::io::Write as _;
                 let _ = writeln!(
                     std::io::stderr(),
-                    "rasen: warning: {e}; using the default file locations to {doing}"
+                    "rasen: warning: {}; using the default file locations to {doing}",
+                    crate::text::escape_controls(&e.message)
                 );
                 Ok(Project { root, given: dir.to_path_buf(), config: Config::default() })
             }

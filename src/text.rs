@@ -1,6 +1,12 @@
 //! Short forms of long text for log lines, reasons and prompts: the first
-//! line of a description, the first and last line of an agent's output.
+//! line of a description, the first and last line of an agent's output;
+//! and the one way rasen makes control characters visible before text from
+//! a plan, a task, a configuration file, a log or an agent reaches a
+//! terminal or a log line (`escape_controls`, `LogEscaper`).
 //! Pure functions; nothing here reads or writes anything.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
 
 /// The longest line kept by `one_line`, in characters.
 const ONE_LINE_CHARS: usize = 300;
@@ -39,6 +45,115 @@ pub fn bullets(items: &[String]) -> String {
     items.iter().map(|i| format!("- {i}")).collect::<Vec<_>>().join("\n")
 }
 
+/// `text` with every control character a terminal would act on shown as a
+/// visible escape: ESC `\e`, CR `\r`, LF `\n`, the other C0 controls and
+/// DEL as `\xNN` (NUL is `\x00`), the C1 controls (U+0080..U+009F, which
+/// some terminals take as 8-bit escape sequences) as `\u{NN}`. A tab is
+/// kept: it only moves the cursor forward. A backslash is kept too, so the
+/// result reads like the text but is not a lossless encoding of it; that
+/// also makes escaping twice the same as escaping once. For text shown in
+/// one line: a log line, an error, a value in `rasen status`.
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    escape(text, Newline::Escape)
+}
+
+/// Whether a newline is shown as `\n` or kept as the end of a line.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Newline {
+    Escape,
+    Keep,
+}
+
+fn escape(text: &str, newline: Newline) -> Cow<'_, str> {
+    if !text.chars().any(|c| needs_escape(c, newline)) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    push_escaped(text, newline, &mut out);
+    Cow::Owned(out)
+}
+
+fn needs_escape(c: char, newline: Newline) -> bool {
+    c.is_control() && c != '\t' && !(c == '\n' && newline == Newline::Keep)
+}
+
+fn push_escaped(text: &str, newline: Newline, out: &mut String) {
+    for c in text.chars() {
+        match c {
+            c if !needs_escape(c, newline) => out.push(c),
+            '\x1b' => out.push_str("\\e"),
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x80 => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+        }
+    }
+}
+
+/// Escapes a log read as bytes, in pieces of any size (`rasen logs`): like
+/// `escape_controls`, but newlines stay line ends, and bytes that are not
+/// UTF-8 (a log written by something else, or cut mid-character) are
+/// shown as `\xNN`. A character split between two pieces is held back
+/// until the next piece completes it.
+#[derive(Default)]
+pub struct LogEscaper {
+    /// The start of a character the last piece ended in (at most 3 bytes).
+    unfinished: Vec<u8>,
+}
+
+impl LogEscaper {
+    /// The printable form of the next piece of the log.
+    pub fn escape(&mut self, bytes: &[u8]) -> String {
+        let joined;
+        let mut rest = if self.unfinished.is_empty() {
+            bytes
+        } else {
+            self.unfinished.extend_from_slice(bytes);
+            joined = std::mem::take(&mut self.unfinished);
+            &joined[..]
+        };
+        let mut out = String::with_capacity(rest.len());
+        loop {
+            let error = match std::str::from_utf8(rest) {
+                Ok(text) => {
+                    push_escaped(text, Newline::Keep, &mut out);
+                    return out;
+                }
+                Err(error) => error,
+            };
+            let (valid, after) = rest.split_at(error.valid_up_to());
+            push_escaped(&String::from_utf8_lossy(valid), Newline::Keep, &mut out);
+            match error.error_len() {
+                Some(bad) => {
+                    push_bytes_escaped(&after[..bad], &mut out);
+                    rest = &after[bad..];
+                }
+                None => {
+                    self.unfinished = after.to_vec();
+                    return out;
+                }
+            }
+        }
+    }
+
+    /// The end of the log: a character left unfinished is shown as bytes.
+    pub fn finish(&mut self) -> String {
+        let mut out = String::new();
+        push_bytes_escaped(&std::mem::take(&mut self.unfinished), &mut out);
+        out
+    }
+}
+
+fn push_bytes_escaped(bytes: &[u8], out: &mut String) {
+    for byte in bytes {
+        let _ = write!(out, "\\x{byte:02x}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +181,44 @@ mod tests {
         assert_eq!(last_lines("a\nb\nc\n", 2), "b\nc");
         assert_eq!(bullets(&[]), "(none given)");
         assert_eq!(bullets(&["x".into(), "y".into()]), "- x\n- y");
+    }
+
+    #[test]
+    fn escape_controls_shows_every_control_character() {
+        assert_eq!(escape_controls("plain text, é 😀\ttab"), "plain text, é 😀\ttab");
+        assert!(matches!(escape_controls("clean"), Cow::Borrowed(_)));
+        assert_eq!(
+            escape_controls("\x1b[2J\r\n\0\x07\x7f\u{9b}\u{85}\u{a0}"),
+            "\\e[2J\\r\\n\\x00\\x07\\x7f\\u{9b}\\u{85}\u{a0}"
+        );
+    }
+
+    #[test]
+    fn escaping_twice_is_escaping_once() {
+        let once = escape_controls("a\nb\x1b[0m c\\e").into_owned();
+        assert_eq!(once, "a\\nb\\e[0m c\\e");
+        assert_eq!(escape_controls(&once), once);
+    }
+
+    #[test]
+    fn log_escaper_keeps_lines_and_shows_bad_bytes() {
+        let mut escaper = LogEscaper::default();
+        assert_eq!(escaper.escape(b"one\ttab\n\x1b[31mred\r\n"), "one\ttab\n\\e[31mred\\r\n");
+        assert_eq!(escaper.escape(b"bad \xff\x9b \xc2\x9b\n"), "bad \\xff\\x9b \\u{9b}\n");
+        assert_eq!(escaper.finish(), "");
+    }
+
+    #[test]
+    fn log_escaper_joins_a_character_split_between_pieces() {
+        let mut escaper = LogEscaper::default();
+        let text = "é😀\u{9b}".as_bytes();
+        let mut out = String::new();
+        for byte in text {
+            out.push_str(&escaper.escape(&[*byte]));
+        }
+        assert_eq!(out, "é😀\\u{9b}");
+        assert_eq!(escaper.escape(b"\xf0\x9f"), "");
+        assert_eq!(escaper.finish(), "\\xf0\\x9f");
+        assert_eq!(escaper.escape(b"\xf0\x9fx"), "\\xf0\\x9fx");
     }
 }

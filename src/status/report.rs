@@ -2,10 +2,13 @@
 //! people (text) and for scripts (`--json`). The lock decides whether
 //! anything runs; the file only says what the run was doing, so a file
 //! left saying "running" by a killed daemon is shown as a crash, never as
-//! running. Only reads; never changes the file.
+//! running. Only reads; never changes the file. Every text value from the
+//! file (an id, a description, an error…) is shown with its control
+//! characters escaped; `--json` escapes them as JSON does.
 
 use super::{RunState, StatusFile};
 use crate::lock::Liveness;
+use crate::text::escape_controls;
 
 /// What `rasen status` shows: the file (if any), the lock's answer, and
 /// the time to measure ages against.
@@ -163,7 +166,7 @@ impl Report {
         }
         out.push_str(&format!("Iteration: {}\n", f.iteration));
         if let Some(phase) = f.phase.as_ref().filter(|_| running) {
-            out.push_str(&format!("Phase: {phase}\n"));
+            out.push_str(&format!("Phase: {}\n", escape_controls(phase)));
         }
         out.push_str(&format!(
             "Progress: {}/{} subtasks {}\n",
@@ -174,13 +177,13 @@ impl Report {
         out.push_str(&format!("Total commits: {}\n", f.total_commits));
         if let Some(id) = &f.subtask_id {
             let label = if running { "Current subtask" } else { "Last subtask" };
-            out.push_str(&format!("{label}: {id}\n"));
+            out.push_str(&format!("{label}: {}\n", escape_controls(id)));
             if let Some(description) = &f.subtask_description {
-                out.push_str(&format!("  {}\n", description.lines().next().unwrap_or("")));
+                out.push_str(&format!("  {}\n", first_line(description)));
             }
         }
         if let Some(until) = &f.waiting_until {
-            out.push_str(&format!("Usage limit resets: {until}\n"));
+            out.push_str(&format!("Usage limit resets: {}\n", escape_controls(until)));
         }
         if let Some(started) = &f.started_at {
             let elapsed = self
@@ -188,12 +191,16 @@ impl Report {
                 .map(|s| format!(" ({})", crate::clock::duration(s)))
                 .unwrap_or_default();
             let label = if running { "Started" } else { "Last run started" };
-            out.push_str(&format!("{label}: {started}{elapsed}\n"));
+            out.push_str(&format!("{label}: {}{elapsed}\n", escape_controls(started)));
         }
         if let Some(activity) = &f.last_activity {
             let ago = crate::clock::parse_iso(activity)
                 .map(|t| format!(" ({})", crate::clock::ago(self.now - t)));
-            out.push_str(&format!("Last activity: {activity}{}\n", ago.unwrap_or_default()));
+            out.push_str(&format!(
+                "Last activity: {}{}\n",
+                escape_controls(activity),
+                ago.unwrap_or_default()
+            ));
         }
         if let Some(tokens) = f.tokens {
             let cost = f.cost_usd.map(|c| format!(", cost ${c:.4}")).unwrap_or_default();
@@ -205,7 +212,7 @@ impl Report {
             }
         }
         if let Some(error) = &f.last_error {
-            out.push_str(&format!("Last error: {}\n", error.lines().next().unwrap_or("")));
+            out.push_str(&format!("Last error: {}\n", first_line(error)));
         }
         if self.crashed() || matches!(f.status, RunState::Stopped) && !running {
             out.push_str("Hint: run 'rasen resume' (or 'rasen resume --background') to continue\n");
@@ -253,6 +260,12 @@ impl Report {
         };
         crate::store::to_pretty_json(&report)
     }
+}
+
+/// The first line of a multi-line text (a description, an error), control
+/// characters escaped: the rest is in the file and in `--json`.
+fn first_line(text: &str) -> std::borrow::Cow<'_, str> {
+    escape_controls(text.lines().next().unwrap_or(""))
 }
 
 /// `[########------------] 40%`
@@ -362,6 +375,27 @@ mod tests {
         assert!(report.to_text().starts_with("Status: running\n"), "{}", report.to_text());
         assert!(report.to_json().contains("\"state\": \"running\""), "{}", report.to_json());
         assert_eq!(report.exit_code(), 0);
+    }
+
+    #[test]
+    fn text_from_the_file_is_shown_with_its_control_characters_escaped() {
+        let mut f = running_file();
+        f.status = RunState::Failed;
+        f.subtask_id = Some("t1\nStatus: completed".into());
+        f.subtask_description = Some("\x1b]0;title\x07\x1b[2JWipe\u{9b}\nsecond line".into());
+        f.phase = Some("coding\x1b[5m".into());
+        f.last_error = Some("t1: \x1b[31mfailed\r\nat the end".into());
+        f.last_activity = Some("soon\x1b[A".into());
+        let text = Report::new(Some(f), Liveness::Running { pid: Some(4242) }, AT_18_48).to_text();
+        for line in [
+            "Phase: coding\\e[5m\n",
+            "Current subtask: t1\\nStatus: completed\n  \\e]0;title\\x07\\e[2JWipe\\u{9b}\n",
+            "Last activity: soon\\e[A\n",
+            "Last error: t1: \\e[31mfailed\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text}");
     }
 
     #[test]

@@ -111,7 +111,9 @@ fn write_float(n: f64, out: &mut String) {
 }
 
 /// A JSON string: quotes, backslashes and every control character escaped
-/// (the common ones by name, the rest as `\u00XX`).
+/// (the common ones by name, the rest as `\u00XX`), C1 (U+0080..U+009F)
+/// included: JSON does not require it, but a terminal showing
+/// `rasen status --json` may take one as an escape sequence.
 fn write_string(s: &str, out: &mut String) {
     out.push('"');
     for c in s.chars() {
@@ -121,7 +123,7 @@ fn write_string(s: &str, out: &mut String) {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+            c if c.is_control() => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
             c => out.push(c),
@@ -188,11 +190,12 @@ mod tests {
 
     #[test]
     fn escapes_strings_so_they_read_back() {
-        let text = "quote \" backslash \\ newline \n tab \t bell \u{7} del \u{7f} é 😀".to_string();
+        let text = "quote \" backslash \\ newline \n tab \t bell \u{7} del \u{7f} csi \u{9b} é 😀"
+            .to_string();
         let json = to_pretty_json(&text);
         assert_eq!(
             json,
-            "\"quote \\\" backslash \\\\ newline \\n tab \\t bell \\u0007 del \\u007f é 😀\"\n"
+            "\"quote \\\" backslash \\\\ newline \\n tab \\t bell \\u0007 del \\u007f csi \\u009b é 😀\"\n"
         );
         let back: String = miniserde::json::from_str(&json).unwrap();
         assert_eq!(back, text);

@@ -10,6 +10,7 @@ mod harness;
 mod run_support;
 
 mod cli;
+mod control_chars;
 mod daemon_process;
 mod daemon_spec;
 mod edges;
