@@ -9,6 +9,7 @@
 mod harness;
 mod run_support;
 
+mod agent_identity;
 mod cli;
 mod daemon_process;
 mod daemon_spec;
