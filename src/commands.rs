@@ -23,7 +23,7 @@ use crate::run::{self, Run, RunOptions};
 use crate::signals;
 use crate::status::{self, StatusFile};
 use crate::store;
-use crate::{process, stop};
+use crate::{identity, process, stop};
 
 /// What `.rasen/.gitignore` keeps out of git: files that only mean
 /// something while a run is alive. The task, plan, history and memories
@@ -300,12 +300,25 @@ pub fn status(dir: &Path, json: bool) -> Result<i32> {
         }
         file = Some(initialized);
     }
+    let orphaned = orphaned_agent(&file, &liveness);
     let report = status::Report::new(file, liveness, clock::now_secs());
     let reused = report.stale_pid().and_then(process::info).is_some_and(|p| p.state != 'Z');
-    let report = report.with_pid_reused(reused);
+    let report = report.with_pid_reused(reused).with_orphaned_agent(orphaned);
     let text = if json { report.to_json() } else { report.to_text() };
     print_stdout(&text)?;
     Ok(report.exit_code())
+}
+
+/// The processes of an agent a killed run left behind, when nothing runs
+/// (a live run's agent is no orphan). `/proc` is scanned only when the file
+/// records a session in flight, i.e. after a crash.
+fn orphaned_agent(file: &Option<StatusFile>, liveness: &Liveness) -> Vec<i32> {
+    match (file, liveness) {
+        (Some(file), Liveness::Stale { .. } | Liveness::NotRunning) => {
+            identity::find_left_behind(file.recorded_agent()).processes
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// `rasen logs [-n N] [-f]`.

@@ -30,6 +30,7 @@ mod error;
 mod events;
 mod git;
 mod history;
+mod identity;
 mod lock;
 mod logger;
 mod logs;

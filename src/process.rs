@@ -12,7 +12,6 @@
 //! never decides whom to stop, and reads no state file.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use crate::sys;
 
@@ -38,13 +37,39 @@ pub fn info(pid: i32) -> Option<ProcessInfo> {
     })
 }
 
+/// Every PID in `/proc`, live or zombie; none without `/proc`.
+pub fn all_pids() -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()).collect()
+}
+
+/// True while `pid` is a process that is not a zombie.
+pub fn is_live(pid: i32) -> bool {
+    matches!(info(pid), Some(p) if p.state != 'Z')
+}
+
 /// The live (not zombie) processes of session `session`.
 pub fn session_members(session: i32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+    all_pids()
+        .into_iter()
         .filter(|&pid| matches!(info(pid), Some(p) if p.session == session && p.state != 'Z'))
         .collect()
+}
+
+/// True when `pid`'s environment (`/proc/PID/environ`, as it was given at
+/// exec) holds `entry` (`NAME=value`) as one whole variable. False when it
+/// cannot be read: a process of another user, or one that made itself
+/// non-dumpable, keeps its environment to itself.
+pub fn environment_holds(pid: i32, entry: &[u8]) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|environ| environ.split(|&b| b == 0).any(|variable| variable == entry))
+}
+
+/// The real user id of `pid`, from the `Uid:` line of `/proc/PID/status`.
+pub fn real_uid(pid: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    line.split_whitespace().next()?.parse().ok()
 }
 
 /// True while some live process is in session `session`.
@@ -62,27 +87,10 @@ pub fn signal_session(session: i32, signal: i32) {
     }
 }
 
-/// After a crash (`kill -9` of the orchestrator), its agent may still run:
-/// stop the agent's session (`agent_pid` as status.json recorded it) —
-/// SIGTERM, a short grace, SIGKILL. Call it only while holding the run
-/// lock, so that the recorded agent cannot be a live run's. Returns the
-/// agent's PID when there was something to stop.
-pub fn stop_orphaned_agent(agent_pid: Option<i32>) -> Option<i32> {
-    let agent = agent_pid.filter(|&a| session_alive(a))?;
-    signal_session(agent, libc::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while session_alive(agent) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    signal_session(agent, libc::SIGKILL);
-    Some(agent)
-}
-
 /// True when some process has `path` open (a scan of `/proc/*/fd`).
 pub fn is_open_anywhere(path: &Path) -> bool {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return false };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+    all_pids()
+        .into_iter()
         .filter_map(|pid| std::fs::read_dir(format!("/proc/{pid}/fd")).ok())
         .flat_map(|fds| fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok()))
         .any(|target| target == path)
@@ -126,6 +134,22 @@ mod tests {
         assert_ne!(me.state, 'Z');
         assert!(session_members(me.session).contains(&sys::getpid()));
         assert_eq!(info(-5), None);
+    }
+
+    #[test]
+    fn reads_the_environment_and_user_of_a_process() {
+        let me = sys::getpid();
+        let path = std::env::var("PATH").unwrap_or_default();
+        assert!(environment_holds(me, format!("PATH={path}").as_bytes()));
+        assert!(!environment_holds(me, b"PATH"), "a name alone is not a variable");
+        assert!(!environment_holds(me, format!("PATH={path}x").as_bytes()));
+        assert!(!environment_holds(-5, b"PATH"));
+        // /proc/PID belongs to the effective user, which for the test is
+        // also the real one.
+        use std::os::unix::fs::MetadataExt;
+        let owner = std::fs::metadata(format!("/proc/{me}")).unwrap().uid();
+        assert_eq!(real_uid(me), Some(owner));
+        assert_eq!(real_uid(-5), None);
     }
 
     #[test]

@@ -3,18 +3,20 @@
 //! Who runs is the run lock's answer (see lock.rs), and whom to signal is
 //! the kernel's: the PID holding that lock, from `/proc/locks`, else the
 //! PID file its holder wrote. A PID written in status.json is never
-//! signalled. Without a holder, the PID file is stale: it is removed and
-//! nothing is signalled, whoever has that PID now. Cleanup of a stale
-//! state is done while holding the run lock, so it cannot race a run that
-//! is just starting.
+//! signalled for what it says: an agent left behind is stopped only as far
+//! as `identity` proves its processes are the agent's. Without a holder,
+//! the PID file is stale: it is removed and nothing is signalled, whoever
+//! has that PID now. Cleanup of a stale state is done while holding the
+//! run lock, so it cannot race a run that is just starting.
 
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::identity::{self, LeftBehind};
 use crate::lock::{self, Liveness, RunLock};
 use crate::project::Project;
 use crate::status::StatusFile;
-use crate::{process, store, sys};
+use crate::{store, sys};
 
 /// `rasen stop`: SIGTERM and wait for the lock to be let go (graceful), or
 /// SIGKILL the orchestrator and its agent (`force`).
@@ -58,12 +60,20 @@ fn clean_up_after_a_dead_run(project: &Project) -> Result<i32> {
         say!("No daemon running");
     }
     if let Ok(Some(status)) = store::load::<StatusFile>(&project.status_file()) {
-        if let Some(agent) = process::stop_orphaned_agent(status.agent_pid()) {
-            say!("Stopped agent {agent} and its processes, left behind by an orchestrator that was killed");
-        }
+        let found = identity::stop_left_behind(status.recorded_agent());
+        say_what_was_left_behind(&found);
     }
     lock.release(); // removes the stale PID file
     Ok(0)
+}
+
+fn say_what_was_left_behind(found: &LeftBehind) {
+    if let Some(note) = found.stranger_note() {
+        say!("{note}");
+    }
+    if let Some(agent) = found.agent() {
+        say!("Stopped agent {agent} and its processes, left behind by an orchestrator that was killed");
+    }
 }
 
 fn stop_gracefully(project: &Project, pid: i32, timeout: Duration) -> Result<i32> {
@@ -92,8 +102,9 @@ fn kill_now(project: &Project, pid: i32) -> Result<i32> {
     let lock = RunLock::acquire(project)?;
     let path = project.status_file();
     if let Some(mut status) = store::load::<StatusFile>(&path)? {
-        if let Some(agent) = status.agent_pid().filter(|&a| process::session_alive(a)) {
-            process::signal_session(agent, libc::SIGKILL);
+        let found = identity::kill_left_behind(status.recorded_agent());
+        if let Some(note) = found.stranger_note() {
+            say!("{note}");
         }
         // Recorded, so that `status` does not call it a crash; the plan
         // keeps its in_progress subtask for `resume`.

@@ -35,10 +35,10 @@ use crate::config::Config;
 use crate::error::{Error, Result, EXIT_FAILED};
 use crate::git;
 use crate::history::{self, AttemptHistory};
+use crate::identity;
 use crate::lock;
 use crate::logger::line as log;
 use crate::plan::{self, Next, Plan};
-use crate::process;
 use crate::project::Project;
 use crate::signals;
 use crate::status::{EndReason, StatusFile};
@@ -127,16 +127,14 @@ pub struct Run<'a> {
 
 impl<'a> Run<'a> {
     fn start(project: &'a Project, options: RunOptions) -> Result<Run<'a>> {
-        let task = std::fs::read_to_string(project.task_file())
-            .map_err(|e| Error::io(&project.task_file(), "cannot read the task", e))?;
         let mut status = store::load::<StatusFile>(&project.status_file())?
             .unwrap_or_else(StatusFile::initialized);
+        // First, before anything that can fail: a failed start clears the
+        // record of the session in flight, and with it the proof.
+        stop_agent_left_behind(&status);
+        let task = std::fs::read_to_string(project.task_file())
+            .map_err(|e| Error::io(&project.task_file(), "cannot read the task", e))?;
         let history = load_history(project)?;
-        if let Some(agent) = process::stop_orphaned_agent(status.agent_pid()) {
-            log(&format!(
-                "stopped agent {agent} and its processes, left behind by a run that was killed"
-            ));
-        }
         if status.planning_unfinished() {
             // The last run died while planning (kill -9, power loss): the
             // plan on disk is its initializer's draft, maybe partial, maybe
@@ -366,6 +364,21 @@ fn settle_base_commit(project: &Project, status: &mut StatusFile) -> Result<()> 
         status.set_base_commit(Some(git::head(&project.root)?.unwrap_or_default()));
     }
     Ok(())
+}
+
+/// A run killed with -9 may have left its agent running: stop what
+/// `identity` proves is its (the run lock is ours, so it cannot be a live
+/// run's), and say what else was found.
+fn stop_agent_left_behind(status: &StatusFile) {
+    let found = identity::stop_left_behind(status.recorded_agent());
+    if let Some(note) = found.stranger_note() {
+        log(&note);
+    }
+    if let Some(agent) = found.agent() {
+        log(&format!(
+            "stopped agent {agent} and its processes, left behind by a run that was killed"
+        ));
+    }
 }
 
 fn load_history(project: &Project) -> Result<AttemptHistory> {

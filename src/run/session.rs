@@ -1,7 +1,8 @@
 //! Step 3 of the loop: one agent session (or one verify command), with
-//! status.json following it — the session counted, the agent's PID saved
-//! while it runs (for `stop --force` and crash cleanup), its last activity
-//! and commits now and then, its tokens and cost after it.
+//! status.json following it — the session counted, its token saved before
+//! it starts and its PID while it runs (so that `stop --force` and crash
+//! cleanup can prove what is its: see `identity`), its last activity and
+//! commits now and then, its tokens and cost after it.
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use crate::agent::{self, Progress, ReaderKind, SessionEnd, SessionReport, Sessio
 use crate::clock;
 use crate::error::Result;
 use crate::git;
+use crate::identity::SessionToken;
 use crate::lock;
 use crate::logger::line as log;
 use crate::plan::Subtask;
@@ -40,7 +42,7 @@ impl Run<'_> {
         let mut request = self.session_request(role, subtask, attempt, iteration, prompt)?;
         request.session_timeout = request.session_timeout.min(runtime_left);
         log(&format!("session {iteration}: {} started", role.name()));
-        let report = self.run_watched(&request)?;
+        let report = self.run_watched(request)?;
         if let Some(usage) = usage_of(&report) {
             self.status.add_usage(usage);
         }
@@ -76,7 +78,7 @@ impl Run<'_> {
         };
         let phase = self.status.phase();
         self.status.enter_phase(Phase::Verifying(command.to_string()));
-        let report = self.run_watched(&request);
+        let report = self.run_watched(request);
         self.status.restore_phase(phase);
         let report = report?;
         let verdict = super::verdict::judge_verify(command, report.end, &report.tail);
@@ -90,17 +92,22 @@ impl Run<'_> {
     }
 
     /// Runs a session (an agent's, or a verify command's) with status.json
-    /// following it: the PID to stop while it runs (`stop --force`, crash
-    /// cleanup), and now and then its last activity and commits.
-    fn run_watched(&mut self, request: &SessionRequest) -> Result<SessionReport> {
+    /// following it: its token, saved before it starts and given to it in
+    /// its environment, and its PID, which prove what to stop while it runs
+    /// (`stop --force`) or after a crash; now and then its last activity and
+    /// commits.
+    fn run_watched(&mut self, mut request: SessionRequest) -> Result<SessionReport> {
         self.count_total_commits()?;
+        let token = SessionToken::generate()?;
+        request.env.push(token.variable());
+        self.status.session_starting(&token);
         self.save_status()?;
         let session_start = std::time::SystemTime::now();
         let status_path = self.project.status_file();
         let pid_path = self.project.pid_file();
         let status = &mut self.status;
         let root = &self.project.root;
-        let report = agent::run_session(request, &mut |progress| {
+        let report = agent::run_session(&request, &mut |progress| {
             match progress {
                 Progress::Started(pid) => status.agent_started(pid),
                 // The agent is alive and working: say so, with its commits.

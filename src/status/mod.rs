@@ -17,6 +17,7 @@ mod report;
 use miniserde::json::Value;
 use miniserde::{Deserialize, Serialize};
 
+use crate::identity::{RecordedAgent, SessionToken};
 use crate::store::{state_words, Fields, Kind, StateFile};
 
 pub use report::Report;
@@ -127,8 +128,13 @@ pub struct StatusFile {
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
     cost_usd: Option<f64>,
-    /// The running agent (leader of its own session), or none.
+    /// The running agent (leader of its own session), or none. Only a
+    /// hint: see `session_token`.
     agent_pid: Option<i32>,
+    /// The token of the session in flight (`identity`), saved before it
+    /// starts: what proves a process left behind is its. Absent in files
+    /// written before this field existed.
+    session_token: Option<String>,
     /// When the usage limit that ended the run resets.
     waiting_until: Option<String>,
     /// HEAD when the task's first run started ("" in a repository without
@@ -168,6 +174,7 @@ impl StatusFile {
             output_tokens: None,
             cost_usd: None,
             agent_pid: None,
+            session_token: None,
             waiting_until: None,
             base_commit: None,
         }
@@ -179,8 +186,9 @@ impl StatusFile {
         self.iteration
     }
 
-    pub fn agent_pid(&self) -> Option<i32> {
-        self.agent_pid
+    /// The session in flight as recorded, for finding what it left behind.
+    pub fn recorded_agent(&self) -> RecordedAgent<'_> {
+        RecordedAgent { token: self.session_token.as_deref(), pid: self.agent_pid }
     }
 
     pub fn phase(&self) -> Option<Phase> {
@@ -212,7 +220,7 @@ impl StatusFile {
         self.reason = None;
         self.last_error = None;
         self.pid = Some(pid);
-        self.agent_pid = None;
+        self.clear_agent();
         self.waiting_until = None;
         self.phase = None;
         self.started_at = Some(now);
@@ -269,12 +277,21 @@ impl StatusFile {
         self.iteration
     }
 
+    /// A session (agent or verify command) is about to start with this
+    /// token in its environment; saved before it can run, so that even an
+    /// agent whose PID was never saved can be found by it.
+    pub fn session_starting(&mut self, token: &SessionToken) {
+        self.agent_pid = None;
+        self.session_token = Some(token.as_str().to_string());
+    }
+
     pub fn agent_started(&mut self, pid: i32) {
         self.agent_pid = Some(pid);
     }
 
+    /// The session is over and its processes are stopped.
     pub fn agent_ended(&mut self) {
-        self.agent_pid = None;
+        self.clear_agent();
     }
 
     pub fn add_usage(&mut self, usage: Usage) {
@@ -347,7 +364,12 @@ impl StatusFile {
 
     fn clear_live_fields(&mut self) {
         self.pid = None;
+        self.clear_agent();
+    }
+
+    fn clear_agent(&mut self) {
         self.agent_pid = None;
+        self.session_token = None;
     }
 }
 
@@ -379,6 +401,7 @@ impl StateFile for StatusFile {
         }
         status.optional("cost_usd", Kind::Number)?;
         status.optional("agent_pid", Kind::Pid)?;
+        status.optional("session_token", Kind::Text)?;
         status.optional("waiting_until", Kind::Text)?;
         status.optional("base_commit", Kind::Text)
     }
@@ -414,6 +437,7 @@ mod tests {
   "output_tokens": null,
   "cost_usd": null,
   "agent_pid": null,
+  "session_token": null,
   "waiting_until": null,
   "base_commit": null
 }
@@ -440,6 +464,17 @@ mod tests {
     }
 
     #[test]
+    fn a_file_from_before_the_session_token_loads() {
+        let dir = TempDir::new("status-old");
+        let path = dir.join("status.json");
+        let old = INITIALIZED.replace("  \"session_token\": null,\n", "");
+        let old = old.replace("\"agent_pid\": null", "\"agent_pid\": 4321");
+        fs::write(&path, old).unwrap();
+        let status = store::load::<StatusFile>(&path).unwrap().unwrap();
+        assert_eq!(status.recorded_agent(), RecordedAgent { token: None, pid: Some(4321) });
+    }
+
+    #[test]
     fn bad_status_file_is_reported_and_kept() {
         let dir = TempDir::new("status-bad");
         let path = dir.join("status.json");
@@ -454,6 +489,10 @@ mod tests {
                 ": \"pid\" must be a process id (a whole number), found \"123\"",
             ),
             (INITIALIZED.replace("  \"iteration\": 0,\n", ""), ": missing field \"iteration\""),
+            (
+                INITIALIZED.replace("\"session_token\": null", "\"session_token\": 12"),
+                ": \"session_token\" must be a string, found 12",
+            ),
             (
                 INITIALIZED.replace("\"tokens\": null,", "\"tokens\": null"),
                 ":17:3: expected ',' or '}' after a field, found '\"'",
@@ -505,7 +544,33 @@ mod tests {
             status.work_on("t1", "first");
             status.end_run(reason, "why");
             assert_eq!((status.status, status.reason), (state, Some(reason)));
-            assert_eq!((status.pid, status.agent_pid(), status.phase()), (None, None, None));
+            assert_eq!((status.pid, status.agent_pid, status.phase()), (None, None, None));
+        }
+    }
+
+    #[test]
+    fn the_session_token_is_saved_before_the_pid_and_cleared_with_it() {
+        let token = SessionToken::generate().unwrap();
+        let recorded = |s: &StatusFile| {
+            let r = s.recorded_agent();
+            (r.token.map(str::to_string), r.pid)
+        };
+        let mut status = running();
+        status.session_starting(&token);
+        assert_eq!(recorded(&status), (Some(token.as_str().to_string()), None));
+        status.agent_started(77);
+        assert_eq!(recorded(&status), (Some(token.as_str().to_string()), Some(77)));
+        status.agent_ended();
+        assert_eq!(recorded(&status), (None, None));
+        for end in [
+            |s: &mut StatusFile| s.end_run(EndReason::Killed, "killed"),
+            |s: &mut StatusFile| s.begin_run(4343, "2026-01-27T21:00:00Z".into()),
+        ] {
+            let mut status = running();
+            status.session_starting(&token);
+            status.agent_started(77);
+            end(&mut status);
+            assert_eq!(recorded(&status), (None, None));
         }
     }
 
@@ -559,7 +624,7 @@ mod tests {
         status.killed();
         assert!(status.planning_unfinished());
         assert_eq!((status.status, status.reason), (RunState::Stopped, Some(EndReason::Killed)));
-        assert_eq!((status.pid, status.agent_pid()), (None, None));
+        assert_eq!((status.pid, status.agent_pid), (None, None));
         assert_eq!(status.last_error.as_deref(), Some("killed by 'rasen stop --force'"));
     }
 

@@ -18,6 +18,9 @@ pub struct Report {
     now: i64,
     /// The dead orchestrator's PID now names another live process.
     pid_reused: bool,
+    /// Processes provably of an agent a killed run left behind, the agent
+    /// first (`identity::find_left_behind`).
+    orphaned_agent: Vec<i32>,
 }
 
 /// What `rasen status` says of a project: one fixed word each, the
@@ -77,17 +80,25 @@ struct JsonReport {
     output_tokens: Option<u64>,
     cost_usd: Option<f64>,
     agent_pid: Option<i32>,
+    orphaned_agent_pids: Vec<i32>,
 }
 
 impl Report {
     pub fn new(file: Option<StatusFile>, liveness: Liveness, now: i64) -> Report {
-        Report { file, liveness, now, pid_reused: false }
+        Report { file, liveness, now, pid_reused: false, orphaned_agent: Vec::new() }
     }
 
     /// Says that the PID of a dead orchestrator now belongs to another
     /// live process, so the report does not call that process gone.
     pub fn with_pid_reused(mut self, reused: bool) -> Report {
         self.pid_reused = reused;
+        self
+    }
+
+    /// Says which processes of an agent a killed run left behind still
+    /// run, the agent first.
+    pub fn with_orphaned_agent(mut self, processes: Vec<i32>) -> Report {
+        self.orphaned_agent = processes;
         self
     }
 
@@ -164,6 +175,9 @@ impl Report {
         if let Some(pid) = self.pid().filter(|_| running || self.crashed()) {
             out.push_str(&format!("PID: {pid}\n"));
         }
+        if let Some(line) = self.orphaned_agent_line() {
+            out.push_str(&line);
+        }
         out.push_str(&format!("Iteration: {}\n", f.iteration));
         if let Some(phase) = f.phase.as_ref().filter(|_| running) {
             out.push_str(&format!("Phase: {}\n", escape_controls(phase)));
@@ -220,6 +234,19 @@ impl Report {
         out
     }
 
+    /// `Orphaned agent: PID N [and K more processes] still running (…)`.
+    fn orphaned_agent_line(&self) -> Option<String> {
+        let (agent, rest) = self.orphaned_agent.split_first()?;
+        let (more, them) = match rest.len() {
+            0 => (String::new(), "it"),
+            1 => (" and 1 more process".to_string(), "them"),
+            n => (format!(" and {n} more processes"), "them"),
+        };
+        Some(format!(
+            "Orphaned agent: PID {agent}{more} still running ('rasen stop' ends {them})\n"
+        ))
+    }
+
     /// Seconds the run has been going (running) or went on (finished).
     fn elapsed(&self, f: &StatusFile) -> Option<i64> {
         let started = crate::clock::parse_iso(f.started_at.as_deref()?)?;
@@ -257,6 +284,7 @@ impl Report {
             output_tokens: f.output_tokens,
             cost_usd: f.cost_usd,
             agent_pid: f.agent_pid,
+            orphaned_agent_pids: self.orphaned_agent.clone(),
         };
         crate::store::to_pretty_json(&report)
     }
@@ -337,6 +365,24 @@ mod tests {
         let gone = Report::new(Some(running_file()), Liveness::NotRunning, AT_18_48);
         assert!(gone.to_text().starts_with("Status: crashed (process 4242 is gone)\n"));
         assert_eq!(gone.exit_code(), 3);
+    }
+
+    #[test]
+    fn an_orphaned_agent_is_shown_with_how_to_end_it() {
+        let crashed = || Report::new(Some(running_file()), Liveness::NotRunning, AT_18_48);
+        assert!(!crashed().to_text().contains("Orphaned agent"));
+        let one = crashed().with_orphaned_agent(vec![777]).to_text();
+        assert!(
+            one.contains("\nOrphaned agent: PID 777 still running ('rasen stop' ends it)\n"),
+            "{one}"
+        );
+        let three = crashed().with_orphaned_agent(vec![777, 778, 779]);
+        assert!(three.to_text().contains(
+            "Orphaned agent: PID 777 and 2 more processes still running ('rasen stop' ends them)\n"
+        ));
+        let value: Value = miniserde::json::from_str(&three.to_json()).unwrap();
+        let Value::Object(object) = value else { panic!("not an object") };
+        assert!(matches!(object.get("orphaned_agent_pids"), Some(Value::Array(a)) if a.len() == 3));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 mod harness;
 mod run_support;
 
+mod agent_identity;
 mod cli;
 mod control_chars;
 mod daemon_process;

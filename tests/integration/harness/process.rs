@@ -26,6 +26,16 @@ pub fn process_group_gone(pgid: i32) -> bool {
     !pids.filter_map(proc_stat).any(|(state, pgrp)| pgrp == pgid && state != 'Z')
 }
 
+/// The live (non-zombie) processes of process group `pgid`.
+pub fn process_group_members(pgid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let pids = entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok());
+    pids.filter(
+        |&pid| matches!(proc_stat(pid), Some((state, pgrp)) if pgrp == pgid && state != 'Z'),
+    )
+    .collect()
+}
+
 /// Sends `sig` to `pid`; false if that failed (no such process…).
 pub fn send_signal(pid: i32, sig: i32) -> bool {
     assert!(pid > 0, "refusing to signal PID {pid}");
