@@ -10,6 +10,7 @@ use super::{load_history, memories, Ending, Run};
 use crate::agent::SessionReport;
 use crate::clock;
 use crate::error::Result;
+use crate::fault::{self, Point};
 use crate::git;
 use crate::history::{Attempt, GoodCommits};
 use crate::logger::line as log;
@@ -56,6 +57,7 @@ impl Run<'_> {
         // order would leave a completed subtask in_progress, to be redone.
         let ending = self.apply_verdict(plan, index, verdict, &report, commits)?;
         self.record_attempt(attempt)?;
+        fault::point(Point::HistorySaved);
         Ok(ending)
     }
 
@@ -97,13 +99,16 @@ impl Run<'_> {
                 plan.subtasks[index].status = SubtaskStatus::Completed;
                 self.consecutive_failures = 0;
                 self.save_plan(plan)?;
+                fault::point(Point::PlanSaved);
                 self.add_good_commit(&id)?;
+                fault::point(Point::GoodCommitSaved);
                 log(&format!("subtask {id}: completed: {summary}"));
                 self.show_progress(plan);
             }
             Verdict::Blocked(why) => {
                 plan.subtasks[index].status = SubtaskStatus::Failed;
                 self.save_plan(plan)?;
+                fault::point(Point::PlanSaved);
                 log(&format!("subtask {id}: blocked, marked failed: {why}"));
                 self.status.note_error(format!("{id} blocked: {why}"));
             }

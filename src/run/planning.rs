@@ -9,6 +9,7 @@ use super::verdict::{self, Verdict};
 use super::{memories, Ending, Run};
 use crate::clock;
 use crate::error::{Error, Result};
+use crate::fault::{self, Point};
 use crate::logger::line as log;
 use crate::plan::Plan;
 use crate::project::Project;
@@ -68,6 +69,7 @@ impl Run<'_> {
             }
             match self.read_new_plan() {
                 Ok(plan) => {
+                    fault::point(Point::PlanAccepted);
                     log(&format!(
                         "plan accepted: {} subtasks for \"{}\"",
                         plan.subtasks.len(),

@@ -10,6 +10,7 @@ use super::{Ending, Run};
 use crate::agent::{self, Progress, ReaderKind, SessionEnd, SessionReport, SessionRequest};
 use crate::clock;
 use crate::error::Result;
+use crate::fault::{self, Point};
 use crate::git;
 use crate::lock;
 use crate::logger::line as log;
@@ -41,6 +42,7 @@ impl Run<'_> {
         request.session_timeout = request.session_timeout.min(runtime_left);
         log(&format!("session {iteration}: {} started", role.name()));
         let report = self.run_watched(&request)?;
+        fault::point(Point::SessionEnded);
         if let Some(usage) = usage_of(&report) {
             self.status.add_usage(usage);
         }
@@ -101,6 +103,7 @@ impl Run<'_> {
         let status = &mut self.status;
         let root = &self.project.root;
         let report = agent::run_session(request, &mut |progress| {
+            let started = matches!(progress, Progress::Started(_));
             match progress {
                 Progress::Started(pid) => status.agent_started(pid),
                 // The agent is alive and working: say so, with its commits.
@@ -113,6 +116,9 @@ impl Run<'_> {
             status.touch(clock::now_iso());
             lock::restore_pid_file(&pid_path);
             let _ = store::save(&status_path, status);
+            if started {
+                fault::point(Point::AgentStarted);
+            }
         })?;
         self.status.agent_ended();
         if !matches!(report.end, SessionEnd::Exited(_))
