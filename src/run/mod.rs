@@ -24,6 +24,7 @@
 
 mod coding;
 mod planning;
+mod records;
 mod session;
 mod verdict;
 
@@ -148,6 +149,7 @@ impl<'a> Run<'a> {
                 ));
             }
         }
+        records::repair_at_start(project)?;
         // Iterations, tokens and cost are per task: a restart never resets
         // them, so limits cannot be bypassed by resuming (or by deleting
         // status.json: the history is their floor).
