@@ -18,26 +18,30 @@ pub const ENV: &str = "RASEN_FAULT";
 /// them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Point {
+    /// An agent session's attempt is recorded as `running`; the agent has
+    /// not been started yet.
+    SessionRecorded,
     /// The agent (or a verify command) runs and status.json names its PID.
     AgentStarted,
     /// The agent session ended; nothing about it is saved yet.
     SessionEnded,
-    /// The initializer's plan is accepted and saved; status.json still
-    /// says planning.
+    /// The initializer's plan is accepted and saved; its attempt is not
+    /// finished and status.json still says planning.
     PlanAccepted,
     /// A coder verdict's plan is saved; its good commit and attempt are not.
     PlanSaved,
     /// The good commit of a completed subtask is saved; its attempt is not
     /// finished yet.
     GoodCommitSaved,
-    /// A coder session's attempt is recorded in the history: the last
+    /// A coder session's record is finished in the history: the last
     /// write of its step (the plan, good commit and status.json are saved).
     HistorySaved,
 }
 
 impl Point {
     /// Every point, in the order a run passes them.
-    pub const ALL: [Point; 6] = [
+    pub const ALL: [Point; 7] = [
+        Point::SessionRecorded,
         Point::AgentStarted,
         Point::SessionEnded,
         Point::PlanAccepted,
@@ -49,6 +53,7 @@ impl Point {
     /// The name `RASEN_FAULT` uses.
     pub fn name(self) -> &'static str {
         match self {
+            Point::SessionRecorded => "after-session-recorded",
             Point::AgentStarted => "after-agent-started",
             Point::SessionEnded => "after-session-ended",
             Point::PlanAccepted => "after-plan-accepted",
