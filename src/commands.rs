@@ -198,7 +198,7 @@ pub fn resume(dir: &Path, background: bool, options: RunOptions) -> Result<i32> 
     start(project, background, options)
 }
 
-/// The subtask in progress, else the one the last attempt was about.
+/// The subtask in progress, else the one the last coder attempt was about.
 fn last_worked_on(project: &Project, plan: &Plan) -> Result<Option<String>> {
     if let Some(s) =
         plan.subtasks.iter().find(|s| s.status == crate::plan::SubtaskStatus::InProgress)
@@ -206,7 +206,10 @@ fn last_worked_on(project: &Project, plan: &Plan) -> Result<Option<String>> {
         return Ok(Some(s.id.clone()));
     }
     let history = store::load::<AttemptHistory>(&project.user_path(&project.history_file()))?;
-    Ok(history.and_then(|h| h.attempts.last().map(|a| a.subtask_id.clone())))
+    // Initializer sessions are recorded too, with no subtask.
+    let last =
+        history.and_then(|h| h.attempts.into_iter().rev().find(|a| !a.subtask_id.is_empty()));
+    Ok(last.map(|a| a.subtask_id))
 }
 
 /// Everything that can be checked before starting, so that errors reach

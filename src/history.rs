@@ -1,11 +1,16 @@
-//! What rasen remembers between sessions: every attempt at a subtask
-//! (`attempt_history.json`), the commits after each completed subtask that
-//! are safe to roll back to (`good_commits.json`), and the tail of the
-//! agent's own notes (`memories.md`).
+//! What rasen remembers between sessions: every agent session that
+//! started (`attempt_history.json`: recorded `running` before the agent
+//! starts, finished with its outcome after), the commits after each
+//! completed subtask that are safe to roll back to (`good_commits.json`),
+//! and the tail of the agent's own notes (`memories.md`). `reconcile`
+//! brings the two JSON files in line with the plan at a run's start.
 //!
 //! rasen is the only writer of the two JSON files (through `store`); it
 //! only ever reads `memories.md`, which belongs to the agent, and reads no
-//! more of it than it will use.
+//! more of it than it will use. Nothing here reads the plan or runs git:
+//! the caller says what they say.
+
+mod reconcile;
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -16,6 +21,8 @@ use miniserde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::store::{state_words, Fields, Kind, StateFile};
+
+pub use reconcile::{reconcile, PlanAndGit};
 
 state_words! {
     /// How one agent session ended, for its subtask.
@@ -30,6 +37,10 @@ state_words! {
         Timeout = "timeout",
         /// The agent's usage limit: not the approach's fault either.
         UsageLimit = "usage_limit",
+        /// The session is under way. Left behind by a run that was killed
+        /// (or failed) before it could record the end: the next start
+        /// makes it `interrupted` (see `reconcile`).
+        Running = "running",
     }
 }
 
@@ -40,7 +51,19 @@ impl Outcome {
     pub fn is_failed_approach(self) -> bool {
         matches!(self, Outcome::Failure | Outcome::Refused | Outcome::Blocked | Outcome::Timeout)
     }
+
+    /// Whether the next session on the subtask is told about the attempt:
+    /// a failed approach, to avoid, or an interruption, whose commits it
+    /// may continue from.
+    pub fn is_shown_to_next_session(self) -> bool {
+        self.is_failed_approach() || self == Outcome::Interrupted
+    }
 }
+
+/// The role of an initializer session's attempt; its `subtask_id` is "".
+pub const INITIALIZER_ROLE: &str = "initializer";
+/// The role of a coder session's attempt.
+pub const CODER_ROLE: &str = "coder";
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Attempt {
@@ -50,6 +73,10 @@ pub struct Attempt {
     pub outcome: Outcome,
     pub approach: Option<String>,
     pub reason: Option<String>,
+    /// HEAD when the session started: what its commits are counted from,
+    /// also when its run was killed before it could count them.
+    pub commit_before: Option<String>,
+    /// HEAD when the session's outcome was recorded.
     pub commit: Option<String>,
     pub commits_made: Option<u64>,
     pub started_at: Option<String>,
@@ -57,6 +84,35 @@ pub struct Attempt {
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
     pub cost_usd: Option<f64>,
+}
+
+impl Attempt {
+    /// The record of a session about to start, before anything is known
+    /// of how it will end. `subtask_id` is "" for an initializer.
+    pub fn running(
+        subtask_id: &str,
+        session: u64,
+        role: &str,
+        commit_before: Option<String>,
+        started_at: String,
+    ) -> Attempt {
+        Attempt {
+            subtask_id: subtask_id.to_string(),
+            session,
+            role: role.to_string(),
+            outcome: Outcome::Running,
+            approach: None,
+            reason: None,
+            commit_before,
+            commit: None,
+            commits_made: None,
+            started_at: Some(started_at),
+            duration_seconds: None,
+            input_tokens: None,
+            output_tokens: None,
+            cost_usd: None,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -72,6 +128,29 @@ impl AttemptHistory {
 
     pub fn record(&mut self, attempt: Attempt) {
         self.attempts.push(attempt);
+    }
+
+    /// Replaces the `running` record of the same session with `attempt`,
+    /// the session's outcome; records it anew when there is none.
+    pub fn finish(&mut self, attempt: Attempt) {
+        let running = self
+            .attempts
+            .iter()
+            .rposition(|a| a.session == attempt.session && a.outcome == Outcome::Running);
+        match running {
+            Some(i) => self.attempts[i] = attempt,
+            None => self.attempts.push(attempt),
+        }
+    }
+
+    /// How many agent sessions the history proves were counted: the
+    /// highest session number recorded (sessions are numbered from 1 as
+    /// they start), and at least the number of sessions recorded. The
+    /// floor of `iteration` when status.json is gone.
+    pub fn sessions_recorded(&self) -> u64 {
+        let sessions = self.attempts.iter().map(|a| a.session).filter(|&s| s > 0);
+        let highest = sessions.clone().max().unwrap_or(0);
+        highest.max(sessions.count() as u64)
     }
 
     /// Commits recorded for `subtask_id` by its attempts so far.
@@ -120,20 +199,20 @@ impl Default for GoodCommits {
     }
 }
 
-/// The attempts at `subtask_id` whose approach failed (see
-/// `Outcome::is_failed_approach`), at most the last `limit`, most recent
-/// last: what the next session's prompt warns against.
-pub fn failed_approaches<'a>(
+/// The attempts at `subtask_id` the next session is told about (see
+/// `Outcome::is_shown_to_next_session`: failed approaches and
+/// interruptions), at most the last `limit`, most recent last.
+pub fn earlier_attempts_to_show<'a>(
     history: &'a AttemptHistory,
     subtask_id: &str,
     limit: usize,
 ) -> Vec<&'a Attempt> {
-    let failed: Vec<&Attempt> = history
+    let shown: Vec<&Attempt> = history
         .attempts
         .iter()
-        .filter(|a| a.subtask_id == subtask_id && a.outcome.is_failed_approach())
+        .filter(|a| a.subtask_id == subtask_id && a.outcome.is_shown_to_next_session())
         .collect();
-    failed[failed.len().saturating_sub(limit)..].to_vec()
+    shown[shown.len().saturating_sub(limit)..].to_vec()
 }
 
 /// The last `max_bytes` of `memories.md` as text, "" when the file does not
@@ -200,7 +279,7 @@ fn check_attempt_shape(number: usize, value: &Value) -> std::result::Result<(), 
     attempt.required("session", Kind::Count)?;
     attempt.required("role", Kind::Text)?;
     attempt.required("outcome", Kind::OneOf(Outcome::NAMES))?;
-    for text in ["approach", "reason", "commit"] {
+    for text in ["approach", "reason", "commit_before", "commit"] {
         attempt.optional(text, Kind::Text)?;
     }
     attempt.optional("commits_made", Kind::Count)?;
@@ -245,6 +324,7 @@ mod tests {
             outcome,
             approach: None,
             reason: None,
+            commit_before: None,
             commit: None,
             commits_made: None,
             started_at: None,
@@ -283,6 +363,7 @@ mod tests {
                 "outcome",
                 "approach",
                 "reason",
+                "commit_before",
                 "commit",
                 "commits_made",
                 "started_at",
@@ -324,7 +405,7 @@ mod tests {
             (
                 r#"{"version": 1, "attempts": [{"subtask_id": "a", "session": 1, "role": "coder", "outcome": "won"}]}"#,
                 "attempt 1 (\"a\"): outcome \"won\" is not one of success, failure, refused, \
-                 blocked, interrupted, timeout, usage_limit",
+                 blocked, interrupted, timeout, usage_limit, running",
             ),
             (
                 r#"{"version": 1, "attempts": [{"subtask_id": "a", "session": -1, "role": "coder", "outcome": "success"}]}"#,
@@ -353,7 +434,7 @@ mod tests {
     }
 
     #[test]
-    fn failed_approaches_are_the_last_failures_of_that_subtask() {
+    fn the_next_session_sees_the_last_failures_and_interruptions_of_its_subtask() {
         let mut history = AttemptHistory::new();
         for (i, outcome) in [
             Outcome::Failure,
@@ -370,12 +451,52 @@ mod tests {
             history.record(attempt("b", i as u64, Outcome::Failure));
         }
         let sessions = |limit| -> Vec<u64> {
-            failed_approaches(&history, "a", limit).iter().map(|a| a.session).collect()
+            earlier_attempts_to_show(&history, "a", limit).iter().map(|a| a.session).collect()
         };
-        assert_eq!(sessions(10), [0, 2, 4]);
+        assert_eq!(sessions(10), [0, 1, 2, 4]);
         assert_eq!(sessions(2), [2, 4]);
         assert_eq!(sessions(0), Vec::<u64>::new());
-        assert!(failed_approaches(&history, "zz", 5).is_empty());
+        assert!(earlier_attempts_to_show(&history, "zz", 5).is_empty());
+    }
+
+    #[test]
+    fn finishing_a_session_replaces_its_running_record() {
+        let mut history = AttemptHistory::new();
+        history.record(attempt("a", 1, Outcome::Failure));
+        history.record(Attempt::running("a", 2, "coder", Some("abc".into()), "t0".into()));
+        history.record(attempt("b", 3, Outcome::Running));
+        let mut done = attempt("a", 2, Outcome::Success);
+        done.commit = Some("def".into());
+        history.finish(done.clone());
+        assert_eq!(history.attempts.len(), 3);
+        assert_eq!(history.attempts[1], done);
+        assert_eq!(history.attempts[2].outcome, Outcome::Running, "another session's record");
+        // No running record for the session: it is recorded anyway.
+        history.finish(attempt("c", 4, Outcome::Interrupted));
+        assert_eq!(history.attempts.len(), 4);
+        // A finished session is never finished twice over.
+        history.finish(attempt("a", 2, Outcome::Failure));
+        assert_eq!(history.attempts[1], done);
+        assert_eq!(history.attempts.len(), 5);
+    }
+
+    #[test]
+    fn sessions_recorded_is_the_highest_session_number() {
+        let mut history = AttemptHistory::new();
+        assert_eq!(history.sessions_recorded(), 0);
+        history.record(attempt("", 1, Outcome::Success));
+        history.record(attempt("a", 4, Outcome::Interrupted));
+        assert_eq!(history.sessions_recorded(), 4);
+        // A record added at start for a subtask completed without one has
+        // no session (0): it counts for nothing.
+        history.record(attempt("b", 0, Outcome::Success));
+        assert_eq!(history.sessions_recorded(), 4);
+        // Numbers edited by hand: every session recorded still counts.
+        let mut odd = AttemptHistory::new();
+        for _ in 0..3 {
+            odd.record(attempt("a", 1, Outcome::Failure));
+        }
+        assert_eq!(odd.sessions_recorded(), 3);
     }
 
     #[test]

@@ -28,6 +28,7 @@ mod config;
 mod daemon;
 mod error;
 mod events;
+mod fault;
 mod git;
 mod history;
 mod identity;

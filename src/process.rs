@@ -122,6 +122,33 @@ fn holder_in_line(line: &str, id: &str) -> Option<i32> {
     }
 }
 
+/// Whether `pid` may be a live rasen (this same program): false only when
+/// `/proc` shows it is gone, a zombie, or another program (neither its
+/// executable nor its command name is this process's). When `/proc`
+/// cannot tell, the answer is true: the caller then leaves its files be.
+pub fn may_be_rasen(pid: i32) -> bool {
+    let proc_readable = Path::new("/proc/self/stat").exists();
+    match info(pid) {
+        None => !proc_readable,
+        Some(p) if p.state == 'Z' => false,
+        Some(_) => {
+            let exe = same_as_mine(pid, "exe", |p| {
+                use std::os::unix::ffi::OsStringExt;
+                Some(std::fs::read_link(p).ok()?.into_os_string().into_vec())
+            });
+            let comm = same_as_mine(pid, "comm", |p| std::fs::read(p).ok());
+            matches!((exe, comm), (Some(true), _) | (_, Some(true)) | (None, None))
+        }
+    }
+}
+
+/// Whether `/proc/PID/WHAT` reads the same as `/proc/self/WHAT`; `None`
+/// when either cannot be read.
+fn same_as_mine(pid: i32, what: &str, read: impl Fn(String) -> Option<Vec<u8>>) -> Option<bool> {
+    let theirs = read(format!("/proc/{pid}/{what}"))?;
+    Some(theirs == read(format!("/proc/self/{what}"))?)
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::fd::AsFd;
@@ -163,6 +190,18 @@ mod tests {
         drop(file);
         assert_eq!(flock_holder(&dir), None);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tells_a_rasen_from_another_program_and_from_the_dead() {
+        assert!(may_be_rasen(sys::getpid()));
+        let mut other = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+        let pid = other.id() as i32;
+        let while_alive = may_be_rasen(pid);
+        other.kill().unwrap();
+        other.wait().unwrap();
+        assert!(!while_alive, "sleep is not rasen");
+        assert!(!may_be_rasen(pid), "a reaped process is gone");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::BackpressureConfig;
 use crate::error::{Error, Result};
-use crate::history::{self, AttemptHistory};
+use crate::history::{self, Attempt, AttemptHistory, Outcome};
 use crate::plan::Subtask;
 use crate::project::Project;
 use crate::text;
@@ -171,27 +171,42 @@ fn evidence_required(evidence: &BackpressureConfig) -> &'static str {
     }
 }
 
-/// The earlier attempts of a subtask that did not succeed (at most 5, the
-/// most recent last), one line each: what was tried and why it failed.
+/// The earlier attempts of a subtask the next session is told about (at
+/// most 5, the most recent last; see `history::earlier_attempts_to_show`),
+/// one line each: what was tried and why it was not accepted, or that it
+/// was interrupted, which says nothing against its approach.
 fn failed_approaches(history: &AttemptHistory, subtask_id: &str) -> String {
-    let lines: Vec<String> = history::failed_approaches(history, subtask_id, 5)
+    let lines: Vec<String> = history::earlier_attempts_to_show(history, subtask_id, 5)
         .iter()
-        .map(|a| {
-            let mut line = format!("- session {} ({}):", a.session, a.outcome.as_str());
-            if let Some(approach) = &a.approach {
-                line.push_str(&format!(" tried: {approach};"));
-            }
-            if let Some(reason) = &a.reason {
-                line.push_str(&format!(" why it was not accepted: {reason}"));
-            }
-            line
-        })
+        .map(|a| earlier_attempt_line(a))
         .collect();
-    if lines.is_empty() {
-        "(none: this is the first attempt)".to_string()
-    } else {
-        lines.join("\n")
+    if !lines.is_empty() {
+        return lines.join("\n");
     }
+    if history.attempts.iter().any(|a| a.subtask_id == subtask_id) {
+        "(none: no earlier attempt failed)".to_string()
+    } else {
+        "(none: this is the first attempt)".to_string()
+    }
+}
+
+fn earlier_attempt_line(attempt: &Attempt) -> String {
+    let mut line = format!("- session {} ({}):", attempt.session, attempt.outcome.as_str());
+    if attempt.outcome == Outcome::Interrupted {
+        line.push_str(" cut short from outside, not a verdict on its approach");
+        if let Some(reason) = &attempt.reason {
+            line.push_str(&format!(" ({reason})"));
+        }
+        line.push_str("; its commits, if any, are in `git log`: continue from them");
+        return line;
+    }
+    if let Some(approach) = &attempt.approach {
+        line.push_str(&format!(" tried: {approach};"));
+    }
+    if let Some(reason) = &attempt.reason {
+        line.push_str(&format!(" why it was not accepted: {reason}"));
+    }
+    line
 }
 
 /// Where a project overrides the built-in template for `role`.
@@ -328,6 +343,31 @@ mod tests {
     }
 
     const ALL_ROLES: [Role; 2] = [Role::Initializer, Role::Coder];
+
+    fn attempt_at_t1(session: u64, outcome: Outcome, approach: &str, reason: &str) -> Attempt {
+        let mut attempt = Attempt::running("t1", session, "coder", None, "then".into());
+        attempt.outcome = outcome;
+        attempt.approach = Some(approach.to_string()).filter(|a| !a.is_empty());
+        attempt.reason = Some(reason.to_string()).filter(|r| !r.is_empty());
+        attempt
+    }
+
+    #[test]
+    fn earlier_attempts_show_failures_and_interruptions() {
+        let mut history = AttemptHistory::new();
+        assert_eq!(failed_approaches(&history, "t1"), "(none: this is the first attempt)");
+        history.record(attempt_at_t1(2, Outcome::UsageLimit, "", "limit"));
+        assert_eq!(failed_approaches(&history, "t1"), "(none: no earlier attempt failed)");
+        history.record(attempt_at_t1(3, Outcome::Refused, "did x", "no commit"));
+        history.record(attempt_at_t1(4, Outcome::Interrupted, "", "stopped by a signal"));
+        assert_eq!(
+            failed_approaches(&history, "t1"),
+            "- session 3 (refused): tried: did x; why it was not accepted: no commit\n\
+             - session 4 (interrupted): cut short from outside, not a verdict on its approach \
+             (stopped by a signal); its commits, if any, are in `git log`: continue from them"
+        );
+        assert_eq!(failed_approaches(&history, "t2"), "(none: this is the first attempt)");
+    }
 
     #[test]
     fn role_names_are_the_template_file_names() {

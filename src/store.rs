@@ -8,6 +8,7 @@
 //! a reader or a `kill -9` could see one, and never modify (or remove) a
 //! state file that it failed to read: a bad file is reported and kept.
 
+mod leftovers;
 mod pretty;
 mod shape;
 mod syntax;
@@ -25,6 +26,7 @@ use miniserde::json::{self, Value};
 use crate::error::{Error, Result};
 use crate::sys;
 
+pub use leftovers::remove_stale_temp_files;
 pub use pretty::to_pretty_json;
 pub use shape::{Fields, Kind};
 pub(crate) use words::state_words;
@@ -196,7 +198,7 @@ fn create_temp_beside(path: &Path, mode: u32) -> Result<(PathBuf, File)> {
     loop {
         tries += 1;
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let temp_path = dir.join(format!(".{}.tmp.{pid}.{n}", name.to_string_lossy()));
+        let temp_path = dir.join(leftovers::temp_name(&name.to_string_lossy(), pid, n));
         let opened = OpenOptions::new()
             .write(true)
             .create_new(true)

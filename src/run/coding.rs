@@ -1,22 +1,20 @@
 //! Steps 2–4 of the loop for one subtask: mark it in progress, run a coder
-//! session, judge it (`verdict`), run the verify commands on a done claim,
-//! and apply the verdict — the plan, the good commits and the attempt
-//! history, in that order — then the streaks that stop a run going
-//! nowhere.
+//! session (recorded as running before it starts), judge it (`verdict`),
+//! run the verify commands on a done claim, and apply the verdict — the
+//! plan, the good commit, then the attempt's record finished — then the
+//! streaks that stop a run going nowhere.
 
-use super::session::usage_of;
+use super::records::Ended;
 use super::verdict::{self, Judgement, Verdict};
 use super::{load_history, memories, Ending, Run};
 use crate::agent::SessionReport;
-use crate::clock;
 use crate::error::Result;
+use crate::fault::{self, Point};
 use crate::git;
-use crate::history::{Attempt, GoodCommits};
 use crate::logger::line as log;
-use crate::plan::{Plan, Subtask, SubtaskStatus};
+use crate::plan::{Plan, SubtaskStatus};
 use crate::prompts::{self, Role};
 use crate::status::EndReason;
-use crate::store::{self, FileLock};
 use crate::text::{one_line, summary};
 
 impl Run<'_> {
@@ -41,21 +39,23 @@ impl Run<'_> {
         };
         let vars =
             prompts::coder_vars(&common, &subtask, attempt, &history, &self.config.backpressure);
-        let started_at = clock::now_iso();
-        let Some(report) = self.run_agent(Role::Coder, Some(&subtask), attempt, &vars)? else {
+        let Some(ran) = self.run_agent(Role::Coder, Some(&subtask), attempt, &vars)? else {
             // The subtask stays in_progress and is taken up first next time.
             return Ok(Some(self.max_runtime_ending()));
         };
+        let report = &ran.report;
         let commits = git::commits_since(&self.project.root, before.as_deref())?;
         self.count_total_commits()?;
         let earlier_commits = history.commits_for(&subtask.id);
-        let verdict = self.judge(&report, commits, earlier_commits)?;
-        let attempt = self.attempt_of(&subtask, &report, &verdict, commits, &started_at)?;
-        // The plan (and good commit) first, the history after: dying in
-        // between (kill -9) then loses one line of history, where the other
-        // order would leave a completed subtask in_progress, to be redone.
+        let verdict = self.judge(report, commits, earlier_commits)?;
+        let ended = ended_by(&verdict, report, commits);
+        // The plan (and good commit) first, the record after: dying in
+        // between (kill -9) leaves the record `running`, which the next
+        // start completes from the plan (`records`), where the other order
+        // would leave a completed subtask in_progress, to be redone.
         let ending = self.apply_verdict(plan, index, verdict, commits)?;
-        self.record_attempt(attempt)?;
+        self.finish_record(ran.record, report, ended)?;
+        fault::point(Point::HistorySaved);
         Ok(ending)
     }
 
@@ -95,13 +95,16 @@ impl Run<'_> {
                 plan.subtasks[index].status = SubtaskStatus::Completed;
                 self.consecutive_failures = 0;
                 self.save_plan(plan)?;
+                fault::point(Point::PlanSaved);
                 self.add_good_commit(&id)?;
+                fault::point(Point::GoodCommitSaved);
                 log(&format!("subtask {id}: completed: {summary}"));
                 self.show_progress(plan);
             }
             Verdict::Blocked(why) => {
                 plan.subtasks[index].status = SubtaskStatus::Failed;
                 self.save_plan(plan)?;
+                fault::point(Point::PlanSaved);
                 log(&format!("subtask {id}: blocked, marked failed: {why}"));
                 self.status.note_error(format!("{id} blocked: {why}"));
             }
@@ -149,53 +152,15 @@ impl Run<'_> {
         }
         None
     }
+}
 
-    /// The attempt_history.json entry for a coder session.
-    fn attempt_of(
-        &self,
-        subtask: &Subtask,
-        report: &SessionReport,
-        verdict: &Verdict,
-        commits: u64,
-        started_at: &str,
-    ) -> Result<Attempt> {
-        let (outcome, reason) = verdict.outcome();
-        let approach = match verdict {
-            Verdict::Completed(summary) => Some(summary.clone()),
-            Verdict::Refused(_) => verdict::claim_of(&report.events),
-            _ => None,
-        };
-        let usage = usage_of(report);
-        Ok(Attempt {
-            subtask_id: subtask.id.clone(),
-            session: self.status.iteration(),
-            role: Role::Coder.name().to_string(),
-            outcome,
-            approach,
-            reason,
-            commit: git::head(&self.project.root)?,
-            commits_made: Some(commits),
-            started_at: Some(started_at.to_string()),
-            duration_seconds: Some(report.duration.as_secs_f64()),
-            input_tokens: usage.map(|u| u.input_tokens),
-            output_tokens: usage.map(|u| u.output_tokens),
-            cost_usd: usage.map(|u| u.cost_usd).filter(|c| c.is_finite()),
-        })
-    }
-
-    fn record_attempt(&self, attempt: Attempt) -> Result<()> {
-        let _lock = FileLock::acquire(&self.project.state_lock_file())?;
-        let mut history = load_history(self.project)?;
-        history.record(attempt);
-        store::save(&self.project.history_file(), &history)
-    }
-
-    fn add_good_commit(&self, subtask_id: &str) -> Result<()> {
-        let Some(hash) = git::head(&self.project.root)? else { return Ok(()) };
-        let _lock = FileLock::acquire(&self.project.state_lock_file())?;
-        let path = self.project.good_commits_file();
-        let mut commits = store::load::<GoodCommits>(&path)?.unwrap_or_else(GoodCommits::new);
-        commits.record(&hash, subtask_id, &clock::now_iso());
-        store::save(&path, &commits)
-    }
+/// How a coder session ended, for its record.
+fn ended_by(verdict: &Verdict, report: &SessionReport, commits: u64) -> Ended {
+    let (outcome, reason) = verdict.outcome();
+    let approach = match verdict {
+        Verdict::Completed(summary) => Some(summary.clone()),
+        Verdict::Refused(_) => verdict::claim_of(&report.events),
+        _ => None,
+    };
+    Ended { outcome, reason, approach, commits }
 }

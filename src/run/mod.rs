@@ -18,12 +18,15 @@
 //!
 //! Every step is saved with an atomic write before the next begins, so a
 //! `kill -9` at any instant leaves state that `resume` continues from, and
-//! every decision is one log line. This module decides; it never runs a
+//! every decision is one log line. Every agent session is recorded in the
+//! attempt history before it starts, and each start repairs the records a
+//! killed run left (`records`). This module decides; it never runs a
 //! process or a git command itself (`agent` and `git` do), and it changes
 //! status.json only through `StatusFile`'s transitions.
 
 mod coding;
 mod planning;
+mod records;
 mod session;
 mod verdict;
 
@@ -134,7 +137,6 @@ impl<'a> Run<'a> {
         stop_agent_left_behind(&status);
         let task = std::fs::read_to_string(project.task_file())
             .map_err(|e| Error::io(&project.task_file(), "cannot read the task", e))?;
-        let history = load_history(project)?;
         if status.planning_unfinished() {
             // The last run died while planning (kill -9, power loss): the
             // plan on disk is its initializer's draft, maybe partial, maybe
@@ -146,14 +148,17 @@ impl<'a> Run<'a> {
                 ));
             }
         }
+        records::repair_at_start(project)?;
         // Iterations, tokens and cost are per task: a restart never resets
         // them, so limits cannot be bypassed by resuming (or by deleting
-        // status.json: the history is their floor).
+        // status.json: the history, which records every session that
+        // started, is their floor).
+        let history = load_history(project)?;
         let (tokens, cost) = history.attempts.iter().fold((0, 0.0), |(t, c), a| {
             let used = a.input_tokens.unwrap_or(0) + a.output_tokens.unwrap_or(0);
             (t + used, c + a.cost_usd.unwrap_or(0.0))
         });
-        status.raise_totals_to(history.attempts.len() as u64, tokens, cost);
+        status.raise_totals_to(history.sessions_recorded(), tokens, cost);
         status.begin_run(crate::sys::getpid(), clock::now_iso());
         settle_base_commit(project, &mut status)?;
         let mut run = Run {

@@ -1,14 +1,21 @@
 //! Step 1 of the loop: the initializer writes the plan, rasen validates it
 //! and owns it from then on. A plan from a session that was cut short
 //! (stop, usage limit, timeout, `kill -9`) is a draft: it is set aside,
-//! never run.
+//! never run. Each initializer session is recorded in the attempt history
+//! (role `initializer`, subtask id ""), like a coder's.
 
 use std::path::PathBuf;
 
+use super::records::Ended;
+use super::session::Ran;
 use super::verdict::{self, Verdict};
 use super::{memories, Ending, Run};
+use crate::agent::SessionReport;
 use crate::clock;
 use crate::error::{Error, Result};
+use crate::fault::{self, Point};
+use crate::git;
+use crate::history::{Attempt, Outcome};
 use crate::logger::line as log;
 use crate::plan::Plan;
 use crate::project::Project;
@@ -34,11 +41,17 @@ impl Run<'_> {
                 memories: memories(self.project, &self.config),
             };
             let vars = prompts::initializer_vars(&common, &plan_error);
-            let Some(report) = self.run_agent(Role::Initializer, None, round, &vars)? else {
+            let Some(Ran { report, record }) =
+                self.run_agent(Role::Initializer, None, round, &vars)?
+            else {
                 return Ok(Err(self.max_runtime_ending()));
             };
             let facts = self.facts_of(&report, 0, 0);
-            match verdict::cut_short(&facts, &self.rules())? {
+            let cut = verdict::cut_short(&facts, &self.rules())?;
+            if let Some(cut) = &cut {
+                self.finish_initializer_record(&record, &report, cut.outcome(), None)?;
+            }
+            match cut {
                 Some(Verdict::Timeout(_)) => {
                     // Cut off by a timeout: whatever plan it wrote is a draft.
                     set_aside_draft_plan(self.project)?;
@@ -68,17 +81,20 @@ impl Run<'_> {
             }
             match self.read_new_plan() {
                 Ok(plan) => {
-                    log(&format!(
-                        "plan accepted: {} subtasks for \"{}\"",
-                        plan.subtasks.len(),
-                        plan.task_name
-                    ));
+                    fault::point(Point::PlanAccepted);
+                    let accepted =
+                        format!("{} subtasks for \"{}\"", plan.subtasks.len(), plan.task_name);
+                    log(&format!("plan accepted: {accepted}"));
+                    let success = (Outcome::Success, None);
+                    self.finish_initializer_record(&record, &report, success, Some(accepted))?;
                     self.status.restore_phase(None);
                     self.save_status()?;
                     return Ok(Ok(plan));
                 }
                 Err(why) => {
                     log(&format!("plan rejected: {why}"));
+                    let failure = (Outcome::Failure, Some(format!("plan rejected: {why}")));
+                    self.finish_initializer_record(&record, &report, failure, None)?;
                     plan_error = why;
                 }
             }
@@ -87,6 +103,21 @@ impl Run<'_> {
         Err(Error::state(format!(
             "the initializer did not produce a valid plan in two sessions: {plan_error} (a plan file it wrote is left as it was; fix it or remove it and run again)"
         )))
+    }
+
+    /// Finishes an initializer session's record: the outcome and its
+    /// reason, what it planned, the commits it made (it should make none).
+    fn finish_initializer_record(
+        &self,
+        record: &Attempt,
+        report: &SessionReport,
+        (outcome, reason): (Outcome, Option<String>),
+        approach: Option<String>,
+    ) -> Result<()> {
+        let since = record.commit_before.as_deref();
+        let commits = git::commits_since(&self.project.root, since)?;
+        let ended = Ended { outcome, reason, approach, commits };
+        self.finish_record(record.clone(), report, ended)
     }
 
     /// Loads and validates the plan the initializer just wrote, and saves

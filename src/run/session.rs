@@ -11,7 +11,9 @@ use super::{Ending, Run};
 use crate::agent::{self, Progress, ReaderKind, SessionEnd, SessionReport, SessionRequest};
 use crate::clock;
 use crate::error::Result;
+use crate::fault::{self, Point};
 use crate::git;
+use crate::history::Attempt;
 use crate::identity::SessionToken;
 use crate::lock;
 use crate::logger::line as log;
@@ -22,8 +24,16 @@ use crate::store;
 use crate::text::one_line;
 use crate::usage_limit::UsageLimit;
 
+/// A session that ran: its report, and its record in the history, still
+/// `running` until the caller finishes it with the verdict.
+pub(super) struct Ran {
+    pub report: SessionReport,
+    pub record: Attempt,
+}
+
 impl Run<'_> {
-    /// One agent session (one iteration), with status.json saying so.
+    /// One agent session (one iteration), with status.json saying so and
+    /// the attempt recorded as running before the agent starts.
     /// `None` when the run's time ran out before the session could start
     /// (after the check before it: rendering the prompt takes time too).
     pub(super) fn run_agent(
@@ -32,7 +42,7 @@ impl Run<'_> {
         subtask: Option<&Subtask>,
         attempt: u32,
         vars: &Vars,
-    ) -> Result<Option<SessionReport>> {
+    ) -> Result<Option<Ran>> {
         let prompt = prompts::render(&self.project.root, role, vars)?;
         let Some(runtime_left) = self.runtime_left() else {
             log(&format!("no runtime left to start a {} session", role.name()));
@@ -41,8 +51,13 @@ impl Run<'_> {
         let iteration = self.status.count_session();
         let mut request = self.session_request(role, subtask, attempt, iteration, prompt)?;
         request.session_timeout = request.session_timeout.min(runtime_left);
+        let record = self.record_session_start(role, subtask, iteration)?;
+        fault::point(Point::SessionRecorded);
         log(&format!("session {iteration}: {} started", role.name()));
+        // An error from here on leaves the record `running`: the next
+        // start settles it from the plan (`records`).
         let report = self.run_watched(request)?;
+        fault::point(Point::SessionEnded);
         if let Some(usage) = usage_of(&report) {
             self.status.add_usage(usage);
         }
@@ -57,7 +72,7 @@ impl Run<'_> {
             log(&format!("ignored event with unknown topic \"{}\"", event.topic));
         }
         self.save_status()?;
-        Ok(Some(report))
+        Ok(Some(Ran { report, record }))
     }
 
     /// Runs one `backpressure.verify` command as the agent would run, with
@@ -108,6 +123,7 @@ impl Run<'_> {
         let status = &mut self.status;
         let root = &self.project.root;
         let report = agent::run_session(&request, &mut |progress| {
+            let started = matches!(progress, Progress::Started(_));
             match progress {
                 Progress::Started(pid) => status.agent_started(pid),
                 // The agent is alive and working: say so, with its commits.
@@ -120,6 +136,9 @@ impl Run<'_> {
             status.touch(clock::now_iso());
             lock::restore_pid_file(&pid_path);
             let _ = store::save(&status_path, status);
+            if started {
+                fault::point(Point::AgentStarted);
+            }
         })?;
         self.status.agent_ended();
         if !matches!(report.end, SessionEnd::Exited(_))

@@ -18,6 +18,7 @@ mod edges;
 mod init;
 mod layers;
 mod logs_follow;
+mod records;
 mod recovery;
 mod run;
 mod run_claims;

@@ -191,7 +191,7 @@ fn usage_limit_during_planning_sets_the_draft_aside() {
 /// (kill -9, disk full) must not have the subtask's work redone: the plan
 /// says completed before the history says success. Here the agent breaks
 /// attempt_history.json (a directory in its place) as it leaves, so the
-/// run fails at exactly that point.
+/// run fails at exactly that point. (records.rs kills rasen there.)
 #[test]
 fn completed_subtask_is_saved_before_its_attempt_is_recorded() {
     let mut p = project("plan-before-history");
@@ -199,7 +199,7 @@ fn completed_subtask_is_saved_before_its_attempt_is_recorded() {
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\n'{}'\ncode=$?\n[ \"$RASEN_ROLE\" = coder ] && mkdir .rasen/attempt_history.json\nexit $code\n",
+            "#!/bin/sh\n'{}'\ncode=$?\n[ \"$RASEN_ROLE\" = coder ] && rm .rasen/attempt_history.json && mkdir .rasen/attempt_history.json\nexit $code\n",
             agent_script("scripted-agent").display()
         ),
     )

@@ -21,14 +21,16 @@ pub fn status(p: &Project) -> Value {
     p.json(".rasen/status.json")
 }
 
-/// attempt_history.json's attempts, in order.
+/// attempt_history.json's coder attempts, in order (the initializer
+/// sessions, recorded with role "initializer", are left out).
 pub fn attempts(p: &Project) -> Vec<Value> {
     let history = p.json(".rasen/attempt_history.json");
     assert_eq!(get_u64(&history, "version"), Some(1), "attempt_history.json version");
-    get_array(&history, "attempts").expect("attempts is an array").to_vec()
+    let all = get_array(&history, "attempts").expect("attempts is an array");
+    all.iter().filter(|a| get_str(a, "role") != Some("initializer")).cloned().collect()
 }
 
-/// (subtask_id, outcome) of every attempt, in order.
+/// (subtask_id, outcome) of every coder attempt, in order.
 pub fn outcomes(p: &Project) -> Vec<(String, String)> {
     attempts(p)
         .iter()
