@@ -270,14 +270,15 @@ fn start(project: Project, background: bool, options: RunOptions) -> Result<i32>
     run_in_foreground(&project, options)
 }
 
-/// The loop in this process, top to bottom: the run lock, the log (echoed
-/// to the terminal), the signal handlers, the PID file, the loop's start
-/// and its run to the end. The lock is let go however it ended, so no PID
-/// file is left behind by a start that failed either.
+/// The loop in this process, top to bottom: the signal handlers (before
+/// anything can name this process: the lock in /proc/locks, the PID file),
+/// the run lock, the log (echoed to the terminal), the PID file, the
+/// loop's start and its run to the end. The lock is let go however it
+/// ended, so no PID file is left behind by a start that failed either.
 fn run_in_foreground(project: &Project, options: RunOptions) -> Result<i32> {
+    signals::install()?;
     let lock = RunLock::acquire(project)?;
     let ending = logger::open(&project.log_file(), true)
-        .and_then(|()| signals::install())
         .and_then(|()| lock.write_pid_file())
         .and_then(|()| run::start(project, options))
         .and_then(Run::run_to_end);

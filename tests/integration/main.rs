@@ -23,4 +23,5 @@ mod run_claude;
 mod run_sessions;
 mod run_stops;
 mod scripted_agent;
+mod startup_and_stop;
 mod state_files;

@@ -1,0 +1,68 @@
+//! The edges of a run's start and stop as the operating system sees them:
+//! a signal that arrives the instant the PID file appears, a daemon
+//! stopped with SIGSTOP, the umask a foreground run gives its agent, and
+//! the `.git/index.lock` a killed `git commit` leaves behind.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+use crate::run_support::*;
+
+/// Spins (no sleep: the window it looks for is short) until the PID file
+/// holds a PID, and returns it.
+fn pid_file_as_soon_as_it_appears(p: &Project) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(pid) = p.daemon_pid() {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "no PID file after 30 s");
+        std::thread::yield_now();
+    }
+}
+
+/// The PID in `Daemon started with PID N`.
+fn started_pid(r: &RunResult) -> i32 {
+    r.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Daemon started with PID "))
+        .and_then(|pid| pid.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no `Daemon started with PID N`\n{r}"))
+}
+
+#[test]
+fn sighup_the_instant_the_pid_file_appears_never_kills_a_starting_daemon() {
+    let mut p = project("sighup-at-start");
+    p.env("SCRIPTED_CODER", "hang");
+    for round in 1..=5 {
+        let verb = if round == 1 { "run" } else { "resume" };
+        let start = p.spawn(&[verb, "--background"]);
+        let pid = pid_file_as_soon_as_it_appears(&p);
+        send_signal(pid, libc::SIGHUP);
+        let r = start.wait(60);
+        assert_eq!(r.code, 0, "round {round}: SIGHUP at the PID file killed the start\n{r}");
+        assert_eq!(started_pid(&r), pid, "round {round}\n{r}");
+        assert!(!process_gone(pid), "round {round}: the daemon died after starting\n{r}");
+        // The SIGHUP was handled as a reload request, once per round.
+        wait_until(30, "the SIGHUP to be handled as a reload", || {
+            let log = p.file(".rasen/rasen.log").unwrap_or_default();
+            log.matches("configuration reloaded").count() == round
+        });
+        p.rasen(&["stop"]).expect_code(0);
+    }
+}
+
+#[test]
+fn sighup_the_instant_the_pid_file_appears_never_kills_a_foreground_start() {
+    let mut p = project("sighup-at-start-fg");
+    p.env("SCRIPTED_CODER", "hang");
+    let run = p.spawn(&["run"]);
+    let pid = pid_file_as_soon_as_it_appears(&p);
+    assert_eq!(pid, run.pid());
+    run.signal(libc::SIGHUP);
+    // Still alive and working: it reaches the coder, and stops on SIGTERM
+    // like any run (143), not as a process killed by SIGHUP (129).
+    wait_for_hang(&p, "t1");
+    run.signal(libc::SIGTERM);
+    run.wait(30).expect_code(143);
+}
