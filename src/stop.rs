@@ -66,9 +66,14 @@ fn clean_up_after_a_dead_run(project: &Project) -> Result<i32> {
     Ok(0)
 }
 
+/// SIGTERM, then SIGCONT (as systemd does): a daemon stopped with SIGSTOP
+/// (or Ctrl-Z on a foreground run) would otherwise keep the SIGTERM
+/// pending forever. Continued, it finds the SIGTERM already there and
+/// stops at once; a daemon that was not stopped ignores SIGCONT.
 fn stop_gracefully(project: &Project, pid: i32, timeout: Duration) -> Result<i32> {
     sys::kill(pid, libc::SIGTERM)
         .map_err(|e| Error::failed(format!("cannot signal PID {pid}: {e}")))?;
+    let _ = sys::kill(pid, libc::SIGCONT);
     say!("Stopping daemon (PID {pid}), waiting up to {}s...", timeout.as_secs());
     if wait_until_stopped(project, timeout)? {
         say!("✅ Daemon stopped successfully");

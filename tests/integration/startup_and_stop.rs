@@ -66,3 +66,25 @@ fn sighup_the_instant_the_pid_file_appears_never_kills_a_foreground_start() {
     run.signal(libc::SIGTERM);
     run.wait(30).expect_code(143);
 }
+
+/// The state letter of `pid` in /proc/PID/stat ('T' when stopped).
+fn process_state(pid: i32) -> String {
+    stat_fields(pid)[0].clone()
+}
+
+#[test]
+fn stop_stops_a_daemon_that_was_sigstopped() {
+    let mut p = project("sigstopped");
+    p.set_config("agent.stop_grace_seconds", "1").env("SCRIPTED_CODER", "hang");
+    let r = p.rasen(&["run", "--background"]).expect_code(0);
+    let daemon = started_pid(&r);
+    let agent = wait_for_hang(&p, "t1");
+    send_signal(daemon, libc::SIGSTOP);
+    wait_until(10, "the daemon to be stopped (T)", || process_state(daemon) == "T");
+
+    let r = p.rasen(&["stop", "--timeout", "20"]).expect_code(0);
+    assert!(r.stdout.contains("✅ Daemon stopped successfully"), "{r}");
+    wait_until(10, "the daemon to exit", || process_gone(daemon));
+    assert_eq!(get_str(&status(&p), "reason"), Some("stopped"));
+    assert!(process_group_gone(agent), "the agent's group outlived the stop");
+}
