@@ -272,11 +272,12 @@ fn start(project: Project, background: bool, options: RunOptions) -> Result<i32>
 
 /// The loop in this process, top to bottom: the signal handlers (before
 /// anything can name this process: the lock in /proc/locks, the PID file),
-/// the run lock, the log (echoed to the terminal), the PID file, the
+/// the daemon's umask rule, the run lock, the log (echoed to the terminal), the PID file, the
 /// loop's start and its run to the end. The lock is let go however it
 /// ended, so no PID file is left behind by a start that failed either.
 fn run_in_foreground(project: &Project, options: RunOptions) -> Result<i32> {
     signals::install()?;
+    daemon::apply_umask_rule();
     let lock = RunLock::acquire(project)?;
     let ending = logger::open(&project.log_file(), true)
         .and_then(|()| lock.write_pid_file())

@@ -16,7 +16,8 @@
 //! Layering: this module sits above the loop. It starts the run itself
 //! (`run::start`, then `Run::run_to_end`) so that "ready" is said
 //! between the two, and below it the loop never knows whether it runs in a
-//! daemon. Only `commands` calls in here. Who is running (the run lock,
+//! daemon. Only `commands` calls in here (also for the umask rule, which
+//! a foreground run applies as well). Who is running (the run lock,
 //! the PID file) is `lock`'s; this module never decides anything about the
 //! run and never writes a state file itself.
 
@@ -92,9 +93,7 @@ pub fn run_in_background(project: &Project, options: RunOptions) -> Result<i32> 
         std::env::set_current_dir(&project.root)
             .map_err(|e| Error::io(&project.root, "cannot chdir", e)),
     );
-    // Keep the caller's umask, minus group and world write.
-    let caller_umask = sys::set_umask(0o022);
-    sys::set_umask(caller_umask | 0o022);
+    apply_umask_rule();
     let devnull = ready.or_exit(
         File::open("/dev/null").map_err(|e| Error::io(Path::new("/dev/null"), "cannot open", e)),
     );
@@ -123,6 +122,16 @@ pub fn run_in_background(project: &Project, options: RunOptions) -> Result<i32> 
     lock.release();
     flush_stdio();
     sys::exit_immediately(code)
+}
+
+/// The umask of every run, daemon or foreground, set before any agent
+/// starts: the caller's, with group and world write cleared too (`umask |
+/// 0o022`). The agent's files and git's index must not become writable by
+/// others because rasen was started under `umask 000`: whoever can write
+/// them can change the code the agent commits and the tests it runs.
+pub fn apply_umask_rule() {
+    let caller_umask = sys::set_umask(0o022);
+    sys::set_umask(caller_umask | 0o022);
 }
 
 /// The write end of the readiness pipe: the daemon's one line to the

@@ -88,3 +88,27 @@ fn stop_stops_a_daemon_that_was_sigstopped() {
     assert_eq!(get_str(&status(&p), "reason"), Some("stopped"));
     assert!(process_group_gone(agent), "the agent's group outlived the stop");
 }
+
+/// The permission bits of a file in the project.
+fn mode_of(p: &Project, rel: &str) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(p.path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    meta.permissions().mode() & 0o7777
+}
+
+#[test]
+fn a_foreground_run_under_umask_000_gives_its_agent_no_group_or_world_write() {
+    let mut p = project("umask-000");
+    p.env("SCRIPTED_SUBTASKS", "1");
+    let mut cmd = p.command("sh");
+    cmd.args(["-c", "umask 000 && exec \"$RASEN\" run"]).env("RASEN", env!("CARGO_BIN_EXE_rasen"));
+    let r = Spawned::start(cmd, "umask 000; rasen run").wait(60);
+    assert_eq!(r.code, 0, "{r}");
+
+    // Made by the agent (`echo >>`) and by its git: 0666 minus the umask.
+    for file in ["work/t1.txt", ".git/index"] {
+        let mode = mode_of(&p, file);
+        assert_eq!(mode & 0o022, 0, "{file} is {mode:o}: writable by group or world");
+        assert_eq!(mode & 0o444, 0o444, "{file} is {mode:o}: the caller's umask allowed reading");
+    }
+}
