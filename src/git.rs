@@ -82,12 +82,14 @@ pub fn commits_since(root: &Path, base: Option<&str>) -> Result<u64> {
         .map_err(|_| Error::failed(format!("git rev-list printed \"{}\"", text.trim())))
 }
 
-/// Removes `.git/index.lock` if it was created at or after `since`. When
-/// rasen ends a session by signal (timeout, stop), a `git commit` in the
-/// agent's group can die holding that lock, and every later session would
-/// then fail with "Another git process seems to be running". Only called
-/// once the session's whole process group is gone, so no git of the agent
-/// can still own it. Returns whether a lock was removed.
+/// Removes `.git/index.lock` if it was created at or after `since`, no
+/// process has it open and no git works in the repository. A `git commit`
+/// killed with the agent (a timeout, a stop, `stop --force`) dies holding
+/// that lock, and every later session would then fail with "Another git
+/// process seems to be running". Only called once the agent's whole
+/// session is gone, so no git of the agent can still own it; the other
+/// two checks leave a user's own git alone. Returns whether a lock was
+/// removed.
 pub fn remove_index_lock_since(root: &Path, since: std::time::SystemTime) -> Result<bool> {
     let out = git(root, &["rev-parse", "--git-dir"])?;
     if !out.status.success() {
@@ -100,9 +102,11 @@ pub fn remove_index_lock_since(root: &Path, since: std::time::SystemTime) -> Res
         Err(_) => return Ok(false),
     };
     // A second of slack: file times may be coarser than the clock. A lock
-    // some process still has open (a user's own git) is that process's.
+    // some process still has open, or that a git working here may own (a
+    // user's `git commit -a` in its editor keeps it closed), is theirs.
     if created + std::time::Duration::from_secs(1) < since
         || crate::process::is_open_anywhere(&lock)
+        || crate::process::runs_in("git", root)
     {
         return Ok(false);
     }
@@ -148,6 +152,53 @@ mod tests {
         assert!(remove_index_lock_since(&dir, before).unwrap());
         assert!(!lock.exists());
         assert!(!remove_index_lock_since(&dir, before).unwrap(), "nothing to remove");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_lock_kept_by_a_live_git_is_left_alone() {
+        let dir = repo();
+        let run = |args: &[&str]| {
+            let ok = Command::new("git").args(args).current_dir(&dir).status().unwrap();
+            assert!(ok.success(), "git {args:?}");
+        };
+        run(&["config", "user.name", "t"]);
+        run(&["config", "user.email", "t@t"]);
+        std::fs::write(dir.join("f"), "one\n").unwrap();
+        run(&["add", "f"]);
+        run(&["commit", "-q", "-m", "one"]);
+        // `git commit -a` keeps .git/index.lock, closed, while its
+        // pre-commit hook runs (as while its editor is open).
+        let hooks = dir.join("hooks");
+        std::fs::create_dir_all(&hooks).unwrap();
+        std::fs::write(hooks.join("pre-commit"), "#!/bin/sh\nexec sleep 60\n").unwrap();
+        std::fs::set_permissions(
+            hooks.join("pre-commit"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        std::fs::write(dir.join("f"), "two\n").unwrap();
+        let hooks_path = format!("core.hooksPath={}", hooks.display());
+        let mut git = Command::new("git")
+            .args(["-c", &hooks_path, "commit", "-q", "-a", "-m", "two"])
+            .current_dir(&dir)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let lock = dir.join(".git/index.lock");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !lock.exists() {
+            assert!(std::time::Instant::now() < deadline, "no index.lock from git commit -a");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let before = SystemTime::now() - Duration::from_secs(60);
+        let removed = remove_index_lock_since(&dir, before);
+        let _ = crate::sys::kill_process_group(git.id() as i32, libc::SIGKILL);
+        let _ = git.wait();
+        assert!(!removed.unwrap(), "the lock of a live git was removed");
+        assert!(lock.exists());
+        // Killed, git could not clean up: now it is stale.
+        assert!(remove_index_lock_since(&dir, before).unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::lock::{self, Liveness, RunLock};
 use crate::project::Project;
 use crate::status::{EndReason, StatusFile};
-use crate::{process, store, sys};
+use crate::{process, run, store, sys};
 
 /// `rasen stop`: SIGTERM and wait for the lock to be let go (graceful), or
 /// SIGKILL the orchestrator and its agent (`force`).
@@ -60,10 +60,24 @@ fn clean_up_after_a_dead_run(project: &Project) -> Result<i32> {
     if let Ok(Some(status)) = store::load::<StatusFile>(&project.status_file()) {
         if let Some(agent) = process::stop_orphaned_agent(status.agent_pid()) {
             say!("Stopped agent {agent} and its processes, left behind by an orchestrator that was killed");
+            process::wait_until_session_gone(agent, run::ORPHAN_EXIT_WAIT);
         }
+        remove_index_lock(project, &status);
     }
     lock.release(); // removes the stale PID file
     Ok(0)
+}
+
+/// The stopper's share of "nothing is left behind": the `.git/index.lock`
+/// of a git that died with the killed run's agent. A lock that cannot be
+/// removed is said, not fatal: the run is stopped, which is what was asked,
+/// and the next start tries again.
+fn remove_index_lock(project: &Project, status: &StatusFile) {
+    match run::remove_index_lock_of_killed_run(project, status) {
+        Ok(true) => say!("Removed .git/index.lock left by a git that was killed with the agent"),
+        Ok(false) => {}
+        Err(e) => eprintln!("rasen: warning: {e}; the next 'rasen resume' tries again"),
+    }
 }
 
 /// SIGTERM, then SIGCONT (as systemd does): a daemon stopped with SIGSTOP
@@ -99,11 +113,13 @@ fn kill_now(project: &Project, pid: i32) -> Result<i32> {
     if let Some(mut status) = store::load::<StatusFile>(&path)? {
         if let Some(agent) = status.agent_pid().filter(|&a| process::session_alive(a)) {
             process::signal_session(agent, libc::SIGKILL);
+            process::wait_until_session_gone(agent, run::ORPHAN_EXIT_WAIT);
         }
         // Recorded, so that `status` does not call it a crash; the plan
         // keeps its in_progress subtask for `resume`.
         status.end_run(EndReason::Killed, "killed by 'rasen stop --force'");
         store::save(&path, &status)?;
+        remove_index_lock(project, &status);
     }
     lock.release();
     say!("Daemon killed (PID {pid}); its state is kept: 'rasen resume' continues the task");

@@ -136,6 +136,10 @@ impl<'a> Run<'a> {
             log(&format!(
                 "stopped agent {agent} and its processes, left behind by a run that was killed"
             ));
+            process::wait_until_session_gone(agent, ORPHAN_EXIT_WAIT);
+        }
+        if remove_index_lock_of_killed_run(project, &status)? {
+            log("removed .git/index.lock left by a git killed with the last run's agent");
         }
         if status.planning_unfinished() {
             // The last run died while planning (kill -9, power loss): the
@@ -366,6 +370,27 @@ fn settle_base_commit(project: &Project, status: &mut StatusFile) -> Result<()> 
         status.set_base_commit(Some(git::head(&project.root)?.unwrap_or_default()));
     }
     Ok(())
+}
+
+/// How long a start or a stopper waits for a killed agent's processes to
+/// be gone before looking at what they held.
+pub const ORPHAN_EXIT_WAIT: Duration = Duration::from_secs(5);
+
+/// Removes `.git/index.lock` left by a git that died with the agent of a
+/// killed run (`stop --force`, `kill -9`, the OOM killer: SIGKILL gives
+/// git no chance to remove it): one created since that run started, that
+/// no process has open and no git working here may own. Call it holding
+/// the run lock, once that agent's session is gone. Returns whether a lock
+/// was removed.
+pub fn remove_index_lock_of_killed_run(project: &Project, last: &StatusFile) -> Result<bool> {
+    let started = last.started_at().and_then(clock::parse_iso);
+    match started {
+        Some(secs) if last.ended_by_a_kill() => {
+            let since = std::time::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64);
+            git::remove_index_lock_since(&project.root, since)
+        }
+        _ => Ok(false),
+    }
 }
 
 fn load_history(project: &Project) -> Result<AttemptHistory> {

@@ -112,3 +112,95 @@ fn a_foreground_run_under_umask_000_gives_its_agent_no_group_or_world_write() {
         assert_eq!(mode & 0o444, 0o444, "{file} is {mode:o}: the caller's umask allowed reading");
     }
 }
+
+/// Starts a daemon whose first coder session is stuck in `git commit -a`
+/// (its pre-commit hook sleeps) with `.git/index.lock` taken, and waits
+/// until status.json records that agent. Returns the daemon and the agent.
+fn daemon_stuck_in_git_commit(p: &mut Project) -> (i32, i32) {
+    p.set_config("agent.stop_grace_seconds", "1")
+        .env("SCRIPTED_SUBTASKS", "1")
+        .env("SCRIPTED_CODER", "hang-in-commit,done");
+    let r = p.rasen(&["run", "--background"]).expect_code(0);
+    let daemon = started_pid(&r);
+    let agent = wait_for_coder(p, "t1");
+    wait_until(30, ".git/index.lock, taken by the agent's git commit", || {
+        p.path(".git/index.lock").exists()
+    });
+    wait_until(30, "status.json to record the agent", || {
+        get_u64(&status(p), "agent_pid") == Some(agent as u64)
+    });
+    (daemon, agent)
+}
+
+/// After the lock's git was killed, a resumed run commits as usual: t1
+/// completed by its second session, with no `index.lock: File exists`.
+fn assert_resume_commits(p: &Project) {
+    let r = p.rasen(&["resume"]);
+    assert_eq!(r.code, 0, "{r}");
+    assert_eq!(subtask_status(p, "t1"), "completed");
+    assert_eq!(get_str(&status(p), "status"), Some("completed"));
+    assert!(!p.path(".git/index.lock").exists());
+}
+
+#[test]
+fn stop_force_during_a_git_commit_leaves_no_index_lock() {
+    let mut p = project("force-index-lock");
+    let (daemon, agent) = daemon_stuck_in_git_commit(&mut p);
+
+    p.rasen(&["stop", "--force"]).expect_code(0);
+    assert!(process_gone(daemon));
+    assert!(process_group_gone(agent));
+    // The stopper killed git holding the lock (SIGKILL: git could not
+    // clean up), so the stopper removes it.
+    assert!(!p.path(".git/index.lock").exists(), "stop --force left .git/index.lock");
+    assert_resume_commits(&p);
+}
+
+#[test]
+fn a_run_killed_during_a_git_commit_has_its_index_lock_removed_by_the_next_start() {
+    let mut p = project("killed-index-lock");
+    let (daemon, agent) = daemon_stuck_in_git_commit(&mut p);
+    // What `stop --force` does, by a stopper that dies right after its
+    // kills (or the OOM killer): nothing is recorded, nothing cleaned.
+    send_signal(daemon, libc::SIGKILL);
+    wait_until(10, "the daemon to die", || process_gone(daemon));
+    signal_group(agent, libc::SIGKILL);
+    wait_until(10, "the agent's group to die", || process_group_gone(agent));
+    assert!(p.path(".git/index.lock").exists(), "git was killed holding the lock");
+
+    assert_resume_commits(&p);
+    let log = p.file(".rasen/rasen.log").unwrap_or_default();
+    assert!(log.contains("removed .git/index.lock"), "{log}");
+}
+
+#[test]
+fn a_git_commit_killed_after_its_agent_exited_leaves_no_index_lock() {
+    let mut p = project("leftover-index-lock");
+    // The first coder session leaves its `git commit -a` running in the
+    // background and exits 0 once git holds the lock: rasen kills what
+    // an agent leaves behind, git included.
+    let wrapper = p.scripted_dir().join("leaving-agent");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n\
+             if [ \"$RASEN_ROLE\" = coder ] && mkdir \"$SCRIPTED_DIR/left-once\" 2>/dev/null; then\n\
+             \x20   SCRIPTED_CODER=hang-in-commit '{agent}' &\n\
+             \x20   while [ ! -e .git/index.lock ]; do sleep 0.1; done\n\
+             \x20   exit 0\n\
+             fi\n\
+             exec '{agent}'\n",
+            agent = agent_script("scripted-agent").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    p.set_config("agent.command", &format!("\"{}\"", wrapper.display()))
+        .env("SCRIPTED_SUBTASKS", "1");
+    let r = p.rasen(&["run"]);
+    assert_eq!(r.code, 0, "{r}");
+    assert_eq!(outcomes(&p), [pair("t1", "failure"), pair("t1", "success")]);
+    assert!(!p.path(".git/index.lock").exists());
+    assert!(r.stdout.contains("removed .git/index.lock"), "{r}");
+}
