@@ -76,8 +76,12 @@ pub fn init(dir: &Path, task_arg: &str, force: bool) -> Result<i32> {
     }
     store::save(&project.status_file(), &StatusFile::initialized())?;
     say!("Initialized task in {}", project.show(&project.rasen_dir()));
-    if !git::is_repository(&project.root) {
-        say!("Note: this is not a git repository yet; 'rasen run' needs one ('git init')");
+    match git::is_repository(&project.root) {
+        Ok(true) => {}
+        Ok(false) => {
+            say!("Note: this is not a git repository yet; 'rasen run' needs one ('git init')")
+        }
+        Err(e) => say!("Note: {e}"),
     }
     say!("Next: 'rasen run' (foreground) or 'rasen run --background' (daemon)");
     Ok(0)
@@ -210,8 +214,9 @@ fn last_worked_on(project: &Project, plan: &Plan) -> Result<Option<String>> {
 }
 
 /// Everything that can be checked before starting, so that errors reach
-/// the terminal instead of a daemon's log: task, git, agent, state files,
-/// and nobody else running.
+/// the terminal instead of a daemon's log: task, git (a repository, HEAD
+/// on a branch, no rebase or merge half-way), agent, state files, and
+/// nobody else running.
 fn check_before_run(project: &Project) -> Result<()> {
     if !project.task_file().exists() {
         return Err(Error::usage(format!(
@@ -224,6 +229,7 @@ fn check_before_run(project: &Project) -> Result<()> {
     // rather than report a file caught mid-write.
     refuse_if_running(project)?;
     git::require_repository(&project.root)?;
+    git::require_work_on_a_branch(&project.root)?;
     check_agent_command(project)?;
     if let Err(e) = check_state_files(project) {
         refuse_if_running(project)?; // one may have started meanwhile

@@ -23,5 +23,6 @@ mod run_claude;
 mod run_sessions;
 mod run_stops;
 mod scripted_agent;
+mod start_refusals;
 mod startup_and_stop;
 mod state_files;
