@@ -17,11 +17,11 @@ use crate::history::{AttemptHistory, GoodCommits};
 use crate::lock::{self, Liveness, RunLock};
 use crate::logger;
 use crate::logs;
-use crate::plan::{self, Next, Plan};
+use crate::plan::{self, Plan};
 use crate::project::Project;
 use crate::run::{self, Run, RunOptions};
 use crate::signals;
-use crate::status::{self, StatusFile};
+use crate::status::{self, EndReason, StatusFile};
 use crate::store;
 use crate::{process, stop};
 
@@ -180,14 +180,16 @@ pub fn resume(dir: &Path, background: bool, options: RunOptions) -> Result<i32> 
     if plan.is_none() && !project.task_file().exists() {
         return Err(Error::failed("No task to resume. Use 'rasen init' to start a new task."));
     }
+    if let Some(plan) = plan.as_ref().filter(|plan| run::is_all_completed(plan)) {
+        record_completion(&project, plan)?;
+        let (done, total) = plan.progress();
+        say!("Task already completed: {} ({done}/{total} subtasks)", plan.task_name);
+        return Ok(0);
+    }
     check_before_run(&project)?;
     match plan {
         Some(plan) => {
             let (done, total) = plan.progress();
-            if matches!(plan.next_subtask(), Next::AllCompleted) {
-                say!("Task already completed: {} ({done}/{total} subtasks)", plan.task_name);
-                return Ok(0);
-            }
             say!("Resuming task: {}", plan.task_name);
             say!("Progress: {done}/{total} subtasks completed");
             if let Some(id) = last_worked_on(&project, &plan)? {
@@ -200,6 +202,25 @@ pub fn resume(dir: &Path, background: bool, options: RunOptions) -> Result<i32> 
         None => say!("The plan was never created; the initializer will plan the task first."),
     }
     start(project, background, options)
+}
+
+/// `resume` of a task whose subtasks are all completed: status.json says
+/// completed too, whatever an earlier run recorded (a limit it reached at
+/// the same moment, a stop in the pause after the last subtask, a kill
+/// before it could record the end). Done holding the run lock.
+fn record_completion(project: &Project, plan: &Plan) -> Result<()> {
+    let lock = RunLock::acquire(project)?;
+    let path = project.status_file();
+    let mut status = store::load::<StatusFile>(&path)?.unwrap_or_else(StatusFile::initialized);
+    if status.reason() != Some(EndReason::Completed) {
+        let (done, total) = plan.progress();
+        status.set_progress(done as u64, total as u64);
+        status.end_run(EndReason::Completed, &format!("all {done}/{total} subtasks completed"));
+        status.touch(clock::now_iso());
+        store::save(&path, &status)?;
+    }
+    lock.release();
+    Ok(())
 }
 
 /// The subtask in progress, else the one the last attempt was about.

@@ -14,7 +14,9 @@
 //! 5. stop with a reason (`EndReason`: completed, max_iterations,
 //!    max_runtime, stalled, consecutive_failures, blocked, usage_limit,
 //!    stopped, error) — checked before every session (`check_limits`) and
-//!    after every verdict (`coding::streak_ending`).
+//!    after every verdict (`coding::streak_ending`). A plan whose subtasks
+//!    are all completed is checked first, every time: it ends the run as
+//!    completed whatever limit was reached with it, and with no pause.
 //!
 //! Every step is saved with an atomic write before the next begins, so a
 //! `kill -9` at any instant leaves state that `resume` continues from, and
@@ -200,6 +202,12 @@ impl<'a> Run<'a> {
         };
         self.show_progress(&plan);
         loop {
+            // Before any limit, and after every session: a plan whose
+            // subtasks are all completed ends the run as completed, whatever
+            // limit was reached at the same moment, and no pause follows it.
+            if is_all_completed(&plan) {
+                return Ok(self.all_completed(&plan));
+            }
             if let Some(ending) = self.check_limits() {
                 return Ok(ending);
             }
@@ -208,7 +216,11 @@ impl<'a> Run<'a> {
                 Next::AllCompleted => return Ok(self.all_completed(&plan)),
                 Next::Blocked(why) => return Ok(Ending::new(EndReason::Blocked, why)),
             };
-            if let Some(ending) = self.work_on(&mut plan, index)? {
+            let ending = self.work_on(&mut plan, index)?;
+            if is_all_completed(&plan) {
+                return Ok(self.all_completed(&plan));
+            }
+            if let Some(ending) = ending {
                 return Ok(ending);
             }
             self.pause_between_sessions();
@@ -370,6 +382,11 @@ fn settle_base_commit(project: &Project, status: &mut StatusFile) -> Result<()> 
         status.set_base_commit(Some(git::head(&project.root)?.unwrap_or_default()));
     }
     Ok(())
+}
+
+/// Whether every subtask of the plan is completed: the task is done.
+pub fn is_all_completed(plan: &Plan) -> bool {
+    matches!(plan.next_subtask(), Next::AllCompleted)
 }
 
 /// How long a start or a stopper waits for a killed agent's processes to

@@ -203,6 +203,11 @@ impl StatusFile {
         self.phase() == Some(Phase::Planning)
     }
 
+    /// Why the last run ended, once it has.
+    pub fn reason(&self) -> Option<EndReason> {
+        self.reason
+    }
+
     /// When the last run started (ISO 8601), if one ever did.
     pub fn started_at(&self) -> Option<&str> {
         self.started_at.as_deref()

@@ -20,6 +20,7 @@ mod recovery;
 mod run;
 mod run_claims;
 mod run_claude;
+mod run_endings;
 mod run_sessions;
 mod run_stops;
 mod scripted_agent;
