@@ -6,8 +6,9 @@
 //! 2. pick the next subtask, mark it `in_progress`, note HEAD (`coding`);
 //! 3. a coder session; count the commits it made (`session`);
 //! 4. judge the session: a "done" claim completes the subtask only with
-//!    evidence (the required `tests: pass` / `lint: pass`, a commit, and
-//!    every `backpressure.verify` command exiting 0 when rasen runs it); a
+//!    evidence (the required `tests: pass` / `lint: pass`, a commit, the
+//!    agent exiting 0, and every `backpressure.verify` command exiting 0
+//!    when rasen runs it); a
 //!    refused claim, a failure or a timeout is recorded with its reason,
 //!    which the next attempt's prompt shows; "blocked" marks the subtask
 //!    failed (`verdict`, a pure function, and `coding`, which applies it);

@@ -60,3 +60,15 @@ fn resume_of_a_completed_task_records_it_as_completed() {
     assert_completed(&p);
     assert_eq!(p.sessions().len(), 2, "no session after the task was completed");
 }
+
+#[test]
+fn a_done_claim_from_an_agent_that_exited_non_zero_is_refused() {
+    let mut p = project("done-then-exit");
+    p.env("SCRIPTED_SUBTASKS", "1").env("SCRIPTED_CODER", "done-then-exit:3,done");
+    p.rasen(&["run"]).expect_code(0);
+
+    assert_eq!(outcomes(&p), [pair("t1", "refused"), pair("t1", "success")]);
+    let reason = get_str(&attempts(&p)[0], "reason").unwrap().to_string();
+    assert!(reason.contains("exited with code 3"), "{reason}");
+    assert!(reason.contains("crashed after claiming done"), "the output's tail: {reason}");
+}
