@@ -72,3 +72,20 @@ fn a_done_claim_from_an_agent_that_exited_non_zero_is_refused() {
     assert!(reason.contains("exited with code 3"), "{reason}");
     assert!(reason.contains("crashed after claiming done"), "the output's tail: {reason}");
 }
+
+#[test]
+fn a_plan_that_cannot_be_saved_ends_the_run_with_that_error_not_a_rejection() {
+    let mut p = project("plan-unsavable");
+    p.env("SCRIPTED_PLAN", "unsavable");
+    let r = p.rasen(&["run"]);
+    assert_eq!(r.code, 1, "{r}");
+
+    assert_eq!(session_list(&p), [session("initializer", "-", "1")], "one initializer session");
+    let errors: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("rasen: error: ")).collect();
+    assert_eq!(errors.len(), 1, "{r}");
+    assert!(errors[0].contains("state.lock"), "{r}");
+    assert!(!r.stdout.contains("plan rejected"), "a save error is not the plan's fault\n{r}");
+    let s = status(&p);
+    assert_eq!(get_str(&s, "reason"), Some("error"), "{s:?}");
+    assert!(get_str(&s, "last_error").is_some_and(|e| e.contains("state.lock")), "{s:?}");
+}
