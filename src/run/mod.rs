@@ -43,6 +43,7 @@ use crate::logger::line as log;
 use crate::plan::{self, Next, Plan};
 use crate::process;
 use crate::project::Project;
+use crate::reserve::{self, DiskReserve};
 use crate::signals;
 use crate::status::{EndReason, StatusFile};
 use crate::store::{self, FileLock};
@@ -126,6 +127,8 @@ pub struct Run<'a> {
     consecutive_failures: u64,
     /// Sessions in a row without a commit, on the subtask named.
     no_commit_streak: (String, u64),
+    /// Given back when the end of the run cannot be saved (`finish`).
+    reserve: DiskReserve,
 }
 
 impl<'a> Run<'a> {
@@ -165,6 +168,7 @@ impl<'a> Run<'a> {
         status.raise_totals_to(history.attempts.len() as u64, tokens, cost);
         status.begin_run(crate::sys::getpid(), clock::now_iso());
         settle_base_commit(project, &mut status)?;
+        let reserve = DiskReserve::set_aside(&project.disk_reserve_file())?;
         let mut run = Run {
             project,
             config: project.config.clone(),
@@ -174,6 +178,7 @@ impl<'a> Run<'a> {
             task: task.trim().to_string(),
             consecutive_failures: 0,
             no_commit_streak: (String::new(), 0),
+            reserve,
         };
         log(&format!(
             "rasen {} started (PID {}) in {}",
@@ -350,19 +355,34 @@ impl<'a> Run<'a> {
         store::save(&self.project.plan_file(), plan)
     }
 
-    /// Writes the final status and the last log line, however the run ended.
+    /// Writes the final status and the last log line, however the run
+    /// ended. When status.json cannot be saved (a full disk, most likely
+    /// what ended the run), the disk reserve is given back and the save
+    /// tried again, so the reason is recorded; the log line comes after,
+    /// in the room the reserve left.
     fn finish(&mut self, result: &Result<Ending>) -> Result<()> {
-        match result {
+        let line = match result {
             Ok(ending) => {
                 self.status.end_run(ending.reason, &ending.message);
-                log(&format!("run ended: {} ({})", ending.reason.as_str(), ending.message));
+                format!("run ended: {} ({})", ending.reason.as_str(), ending.message)
             }
             Err(e) => {
                 self.status.end_run(EndReason::Error, &e.message);
-                log(&format!("run ended: error: {e}"));
+                format!("run ended: error: {e}")
             }
-        }
-        self.save_status()
+        };
+        let saved = match self.save_status() {
+            Err(e) if self.reserve.release() => {
+                log(&format!(
+                    "cannot save the end of the run ({e}): gave back the {} KiB disk reserve to record it",
+                    reserve::RESERVE_BYTES / 1024
+                ));
+                self.save_status()
+            }
+            saved => saved,
+        };
+        log(&line);
+        saved
     }
 }
 

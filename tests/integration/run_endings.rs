@@ -89,3 +89,59 @@ fn a_plan_that_cannot_be_saved_ends_the_run_with_that_error_not_a_rejection() {
     assert_eq!(get_str(&s, "reason"), Some("error"), "{s:?}");
     assert!(get_str(&s, "last_error").is_some_and(|e| e.contains("state.lock")), "{s:?}");
 }
+
+/// Whether this machine lets a test mount a tmpfs of its own (`unshare
+/// -rm`: a user and mount namespace, open to any user where user
+/// namespaces are enabled, and to root).
+fn private_tmpfs_available() -> bool {
+    std::process::Command::new("unshare")
+        .args(["-rm", "sh", "-c", "mount -t tmpfs -o size=64k rasen-probe /mnt"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A real full disk: the project is copied onto a 2 MiB tmpfs mounted in a
+/// private mount namespace, and the coder fills it before claiming done.
+#[test]
+fn a_full_disk_still_gets_the_reason_the_run_ended_recorded() {
+    if !private_tmpfs_available() {
+        eprintln!("SKIPPED: `unshare -rm` cannot mount a tmpfs here (user namespaces disabled)");
+        return;
+    }
+    let mut p = project("disk-full");
+    p.env("SCRIPTED_SUBTASKS", "1").env("SCRIPTED_CODER", "done-filling-disk");
+    let mount = p.scripted_dir().join("small-disk");
+    std::fs::create_dir_all(&mount).unwrap();
+    let script = "set -e\n\
+        mount -t tmpfs -o size=2m rasen-test \"$MNT\"\n\
+        cp -a \"$PROJECT/.\" \"$MNT/\"\n\
+        cd \"$MNT\"\n\
+        code=0; \"$RASEN\" run || code=$?\n\
+        echo \"=== exit $code\"\n\
+        echo '=== status.json'; cat .rasen/status.json\n\
+        echo '=== rasen.log'; cat .rasen/rasen.log\n";
+    let mut cmd = p.command("unshare");
+    cmd.args(["-rm", "sh", "-c", script])
+        .env("MNT", &mount)
+        .env("PROJECT", p.dir())
+        .env("RASEN", env!("CARGO_BIN_EXE_rasen"));
+    let r = Spawned::start(cmd, "rasen run on a small tmpfs").wait(60);
+    assert_eq!(r.code, 0, "{r}");
+    let section = |name: &str| {
+        let start = r.stdout.find(&format!("=== {name}\n")).unwrap_or_else(|| panic!("{r}"));
+        let rest = &r.stdout[start + name.len() + 5..];
+        rest[..rest.find("\n=== ").unwrap_or(rest.len())].to_string()
+    };
+
+    assert!(r.stdout.contains("=== exit 1"), "{r}");
+    let s = parse_json(&section("status.json"), "status.json");
+    assert_eq!(get_str(&s, "status"), Some("failed"), "{s:?}\n{r}");
+    assert_eq!(get_str(&s, "reason"), Some("error"), "{s:?}\n{r}");
+    let error = get_str(&s, "last_error").unwrap_or_default();
+    assert!(error.contains("No space left on device"), "{error}\n{r}");
+    let log = section("rasen.log");
+    assert!(log.contains("run ended: error"), "{log}\n{r}");
+    assert!(log.contains("No space left on device"), "{log}\n{r}");
+}
