@@ -180,7 +180,10 @@ pub fn resume(dir: &Path, background: bool, options: RunOptions) -> Result<i32> 
     if plan.is_none() && !project.task_file().exists() {
         return Err(Error::failed("No task to resume. Use 'rasen init' to start a new task."));
     }
-    if let Some(plan) = plan.as_ref().filter(|plan| run::is_all_completed(plan)) {
+    // A valid plan with every subtask completed needs no check before a
+    // run: there is none. (An invalid one is refused below, as ever.)
+    let completed = plan.as_ref().filter(|p| p.validate().is_ok() && run::is_all_completed(p));
+    if let Some(plan) = completed {
         record_completion(&project, plan)?;
         let (done, total) = plan.progress();
         say!("Task already completed: {} ({done}/{total} subtasks)", plan.task_name);
