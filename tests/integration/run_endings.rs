@@ -94,8 +94,10 @@ fn a_plan_that_cannot_be_saved_ends_the_run_with_that_error_not_a_rejection() {
 /// -rm`: a user and mount namespace, open to any user where user
 /// namespaces are enabled, and to root).
 fn private_tmpfs_available() -> bool {
+    // Mounted over the temp directory, seen only by the probe's namespace.
     std::process::Command::new("unshare")
-        .args(["-rm", "sh", "-c", "mount -t tmpfs -o size=64k rasen-probe /mnt"])
+        .args(["-rm", "sh", "-c", "mount -t tmpfs -o size=64k rasen-probe \"$1\"", "probe"])
+        .arg(std::env::temp_dir())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
