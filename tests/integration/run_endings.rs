@@ -146,4 +146,6 @@ fn a_full_disk_still_gets_the_reason_the_run_ended_recorded() {
     let log = section("rasen.log");
     assert!(log.contains("run ended: error"), "{log}\n{r}");
     assert!(log.contains("No space left on device"), "{log}\n{r}");
+    assert!(log.contains("gave back the 64 KiB disk reserve"), "{log}\n{r}");
+    assert!(!section("status.json").is_empty());
 }
