@@ -15,6 +15,10 @@ fn assert_completed(p: &Project) {
     let report = parse_json(&r.stdout, "rasen status --json");
     assert_eq!(get_str(&report, "state"), Some("completed"), "{r}");
     assert_eq!(get_str(&report, "reason"), Some("completed"), "{r}");
+    assert!(
+        !p.path(".rasen/.disk-reserve.tmp.rasen").exists(),
+        "the disk reserve outlived the run"
+    );
 }
 
 #[test]
