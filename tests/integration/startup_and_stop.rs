@@ -123,9 +123,12 @@ fn daemon_stuck_in_git_commit(p: &mut Project) -> (i32, i32) {
     let r = p.rasen(&["run", "--background"]).expect_code(0);
     let daemon = started_pid(&r);
     let agent = wait_for_coder(p, "t1");
-    wait_until(30, ".git/index.lock, taken by the agent's git commit", || {
-        p.path(".git/index.lock").exists()
+    // The hook runs: git commit holds the lock until killed (a lock seen
+    // earlier may be `git add`'s, gone a moment later).
+    wait_until(30, "the agent's git commit to run its hook", || {
+        p.scripted_dir().join("in-commit-hook").exists()
     });
+    assert!(p.path(".git/index.lock").exists(), "git commit -a holds .git/index.lock");
     wait_until(30, "status.json to record the agent", || {
         get_u64(&status(p), "agent_pid") == Some(agent as u64)
     });
@@ -177,7 +180,7 @@ fn a_run_killed_during_a_git_commit_has_its_index_lock_removed_by_the_next_start
 fn a_git_commit_killed_after_its_agent_exited_leaves_no_index_lock() {
     let mut p = project("leftover-index-lock");
     // The first coder session leaves its `git commit -a` running in the
-    // background and exits 0 once git holds the lock: rasen kills what
+    // background and exits 0 once git holds the lock (its hook runs): rasen kills what
     // an agent leaves behind, git included.
     let wrapper = p.scripted_dir().join("leaving-agent");
     std::fs::write(
@@ -186,7 +189,7 @@ fn a_git_commit_killed_after_its_agent_exited_leaves_no_index_lock() {
             "#!/bin/sh\n\
              if [ \"$RASEN_ROLE\" = coder ] && mkdir \"$SCRIPTED_DIR/left-once\" 2>/dev/null; then\n\
              \x20   SCRIPTED_CODER=hang-in-commit '{agent}' &\n\
-             \x20   while [ ! -e .git/index.lock ]; do sleep 0.1; done\n\
+             \x20   while [ ! -e \"$SCRIPTED_DIR/in-commit-hook\" ]; do sleep 0.1; done\n\
              \x20   exit 0\n\
              fi\n\
              exec '{agent}'\n",
