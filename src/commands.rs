@@ -17,11 +17,11 @@ use crate::history::{AttemptHistory, GoodCommits};
 use crate::lock::{self, Liveness, RunLock};
 use crate::logger;
 use crate::logs;
-use crate::plan::{self, Next, Plan};
+use crate::plan::{self, Plan};
 use crate::project::Project;
 use crate::run::{self, Run, RunOptions};
 use crate::signals;
-use crate::status::{self, StatusFile};
+use crate::status::{self, EndReason, StatusFile};
 use crate::store;
 use crate::{identity, process, stop};
 
@@ -76,8 +76,12 @@ pub fn init(dir: &Path, task_arg: &str, force: bool) -> Result<i32> {
     }
     store::save(&project.status_file(), &StatusFile::initialized())?;
     say!("Initialized task in {}", project.show(&project.rasen_dir()));
-    if !git::is_repository(&project.root) {
-        say!("Note: this is not a git repository yet; 'rasen run' needs one ('git init')");
+    match git::is_repository(&project.root) {
+        Ok(true) => {}
+        Ok(false) => {
+            say!("Note: this is not a git repository yet; 'rasen run' needs one ('git init')")
+        }
+        Err(e) => say!("Note: {e}"),
     }
     say!("Next: 'rasen run' (foreground) or 'rasen run --background' (daemon)");
     Ok(0)
@@ -176,14 +180,19 @@ pub fn resume(dir: &Path, background: bool, options: RunOptions) -> Result<i32> 
     if plan.is_none() && !project.task_file().exists() {
         return Err(Error::failed("No task to resume. Use 'rasen init' to start a new task."));
     }
+    // A valid plan with every subtask completed needs no check before a
+    // run: there is none. (An invalid one is refused below, as ever.)
+    let completed = plan.as_ref().filter(|p| p.validate().is_ok() && run::is_all_completed(p));
+    if let Some(plan) = completed {
+        record_completion(&project, plan)?;
+        let (done, total) = plan.progress();
+        say!("Task already completed: {} ({done}/{total} subtasks)", plan.task_name);
+        return Ok(0);
+    }
     check_before_run(&project)?;
     match plan {
         Some(plan) => {
             let (done, total) = plan.progress();
-            if matches!(plan.next_subtask(), Next::AllCompleted) {
-                say!("Task already completed: {} ({done}/{total} subtasks)", plan.task_name);
-                return Ok(0);
-            }
             say!("Resuming task: {}", plan.task_name);
             say!("Progress: {done}/{total} subtasks completed");
             if let Some(id) = last_worked_on(&project, &plan)? {
@@ -196,6 +205,25 @@ pub fn resume(dir: &Path, background: bool, options: RunOptions) -> Result<i32> 
         None => say!("The plan was never created; the initializer will plan the task first."),
     }
     start(project, background, options)
+}
+
+/// `resume` of a task whose subtasks are all completed: status.json says
+/// completed too, whatever an earlier run recorded (a limit it reached at
+/// the same moment, a stop in the pause after the last subtask, a kill
+/// before it could record the end). Done holding the run lock.
+fn record_completion(project: &Project, plan: &Plan) -> Result<()> {
+    let lock = RunLock::acquire(project)?;
+    let path = project.status_file();
+    let mut status = store::load::<StatusFile>(&path)?.unwrap_or_else(StatusFile::initialized);
+    if status.reason() != Some(EndReason::Completed) {
+        let (done, total) = plan.progress();
+        status.set_progress(done as u64, total as u64);
+        status.end_run(EndReason::Completed, &format!("all {done}/{total} subtasks completed"));
+        status.touch(clock::now_iso());
+        store::save(&path, &status)?;
+    }
+    lock.release();
+    Ok(())
 }
 
 /// The subtask in progress, else the one the last coder attempt was about.
@@ -213,8 +241,9 @@ fn last_worked_on(project: &Project, plan: &Plan) -> Result<Option<String>> {
 }
 
 /// Everything that can be checked before starting, so that errors reach
-/// the terminal instead of a daemon's log: task, git, agent, state files,
-/// and nobody else running.
+/// the terminal instead of a daemon's log: task, git (a repository, HEAD
+/// on a branch, no rebase or merge half-way), agent, state files, and
+/// nobody else running.
 fn check_before_run(project: &Project) -> Result<()> {
     if !project.task_file().exists() {
         return Err(Error::usage(format!(
@@ -227,6 +256,7 @@ fn check_before_run(project: &Project) -> Result<()> {
     // rather than report a file caught mid-write.
     refuse_if_running(project)?;
     git::require_repository(&project.root)?;
+    git::require_work_on_a_branch(&project.root)?;
     check_agent_command(project)?;
     if let Err(e) = check_state_files(project) {
         refuse_if_running(project)?; // one may have started meanwhile
@@ -273,14 +303,16 @@ fn start(project: Project, background: bool, options: RunOptions) -> Result<i32>
     run_in_foreground(&project, options)
 }
 
-/// The loop in this process, top to bottom: the run lock, the log (echoed
-/// to the terminal), the signal handlers, the PID file, the loop's start
-/// and its run to the end. The lock is let go however it ended, so no PID
-/// file is left behind by a start that failed either.
+/// The loop in this process, top to bottom: the signal handlers (before
+/// anything can name this process: the lock in /proc/locks, the PID file),
+/// the daemon's umask rule, the run lock, the log (echoed to the terminal), the PID file, the
+/// loop's start and its run to the end. The lock is let go however it
+/// ended, so no PID file is left behind by a start that failed either.
 fn run_in_foreground(project: &Project, options: RunOptions) -> Result<i32> {
+    signals::install()?;
+    daemon::apply_umask_rule();
     let lock = RunLock::acquire(project)?;
     let ending = logger::open(&project.log_file(), true)
-        .and_then(|()| signals::install())
         .and_then(|()| lock.write_pid_file())
         .and_then(|()| run::start(project, options))
         .and_then(Run::run_to_end);

@@ -3,10 +3,12 @@
 //! `Starting daemon…`, make the readiness pipe, fork, and wait on the pipe.
 //! In the child: setsid, fork again (so the daemon is not a session leader
 //! and can never reacquire a terminal), close the files it inherited,
-//! chdir to the project, umask without group/world write, stdin from
-//! /dev/null, stdout/stderr appended to the log, take the run lock, write
-//! the PID file, install the signal handlers, start the loop (state loaded,
-//! status.json saying running) — and only then write "ready" to the pipe.
+//! install the signal handlers (before anything can name the daemon: a
+//! signal sent the instant the lock or the PID file appears is handled,
+//! not fatal), chdir to the project, umask without group/world write,
+//! stdin from /dev/null, stdout/stderr appended to the log, take the run
+//! lock, write the PID file, start the loop (state loaded, status.json
+//! saying running) — and only then write "ready" to the pipe.
 //! The waiting process prints `Daemon started with PID N` and exits 0 only
 //! after reading it; any failure on the way is sent through the same pipe
 //! and printed by it, so errors reach the terminal. No sleep-and-hope.
@@ -14,7 +16,8 @@
 //! Layering: this module sits above the loop. It starts the run itself
 //! (`run::start`, then `Run::run_to_end`) so that "ready" is said
 //! between the two, and below it the loop never knows whether it runs in a
-//! daemon. Only `commands` calls in here. Who is running (the run lock,
+//! daemon. Only `commands` calls in here (also for the umask rule, which
+//! a foreground run applies as well). Who is running (the run lock,
 //! the PID file) is `lock`'s; this module never decides anything about the
 //! run and never writes a state file itself.
 
@@ -83,13 +86,15 @@ pub fn run_in_background(project: &Project, options: RunOptions) -> Result<i32> 
     // kept; the others are the caller's files and pipes, which nothing
     // here refers to (the logger and the signal pipe are opened later).
     unsafe { sys::close_inherited_fds(ready.0.as_fd()) };
+    // Handlers before anything can name this process (the run lock in
+    // /proc/locks, the PID file): a SIGHUP or SIGTERM sent the instant it
+    // can be found must be handled, never kill the start by default action.
+    ready.or_exit(signals::install());
     ready.or_exit(
         std::env::set_current_dir(&project.root)
             .map_err(|e| Error::io(&project.root, "cannot chdir", e)),
     );
-    // Keep the caller's umask, minus group and world write.
-    let caller_umask = sys::set_umask(0o022);
-    sys::set_umask(caller_umask | 0o022);
+    apply_umask_rule();
     let devnull = ready.or_exit(
         File::open("/dev/null").map_err(|e| Error::io(Path::new("/dev/null"), "cannot open", e)),
     );
@@ -100,7 +105,6 @@ pub fn run_in_background(project: &Project, options: RunOptions) -> Result<i32> 
     drop((devnull, log)); // fds 0, 1 and 2 keep the files open
     let lock = ready.or_exit(RunLock::acquire(project));
     ready.or_exit(lock.write_pid_file());
-    ready.or_exit(signals::install());
     // The loop's start: state loaded, an orphaned agent stopped, status.json
     // saying running. Only then is the daemon ready.
     let started =
@@ -119,6 +123,16 @@ pub fn run_in_background(project: &Project, options: RunOptions) -> Result<i32> 
     lock.release();
     flush_stdio();
     sys::exit_immediately(code)
+}
+
+/// The umask of every run, daemon or foreground, set before any agent
+/// starts: the caller's, with group and world write cleared too (`umask |
+/// 0o022`). The agent's files and git's index must not become writable by
+/// others because rasen was started under `umask 000`: whoever can write
+/// them can change the code the agent commits and the tests it runs.
+pub fn apply_umask_rule() {
+    let caller_umask = sys::set_umask(0o022);
+    sys::set_umask(caller_umask | 0o022);
 }
 
 /// The write end of the readiness pipe: the daemon's one line to the

@@ -1,7 +1,8 @@
-//! The handful of git questions rasen asks: is this a repository, what is
+//! The handful of git questions rasen asks: is this a repository, is HEAD
+//! on a branch with no operation (rebase, merge…) in progress, what is
 //! HEAD, does a commit exist, how many commits since a point. Every git
-//! command rasen runs is run here. Each runs `git -C ROOT …` and
-//! never changes the repository — with one exception, `remove_index_lock_since`,
+//! command rasen runs is run here. Each runs `git -C ROOT …` and never
+//! changes the repository — with one exception, `remove_index_lock_since`,
 //! which clears the lock a killed agent's git left behind.
 
 use std::os::unix::process::CommandExt;
@@ -20,23 +21,96 @@ fn git(root: &Path, args: &[&str]) -> Result<std::process::Output> {
         // must not kill a git query half-way and be read as "no commits".
         .process_group(0)
         .output()
-        .map_err(|e| Error::config(format!("cannot run git: {e} (rasen needs git on PATH)")))
+        .map_err(cannot_run_git)
 }
 
-/// True when `root` is inside a git work tree.
-pub fn is_repository(root: &Path) -> bool {
-    matches!(git(root, &["rev-parse", "--is-inside-work-tree"]), Ok(out) if out.status.success())
+fn cannot_run_git(e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        return Error::config(
+            "git is not on PATH: rasen needs git to count the agent's commits; install git or add its directory to PATH",
+        );
+    }
+    Error::config(format!("cannot run git: {e} (rasen needs git on PATH)"))
 }
 
-/// Fails with what to do when `root` is not a git repository (exit 2).
+/// Whether `root` is inside a git work tree; an error when git itself
+/// cannot be run (not on PATH), which is not the same answer.
+pub fn is_repository(root: &Path) -> Result<bool> {
+    Ok(git(root, &["rev-parse", "--is-inside-work-tree"])?.status.success())
+}
+
+/// Fails with what to do when `root` is not a git repository, or git
+/// cannot be run (exit 2).
 pub fn require_repository(root: &Path) -> Result<()> {
-    if is_repository(root) {
+    if is_repository(root)? {
         return Ok(());
     }
     Err(Error::config(format!(
         "{} is not a git repository; rasen counts the agent's commits, so run 'git init' there first",
         root.display()
     )))
+}
+
+/// What git leaves in its directory while an operation is half-way, what
+/// to call it, and how to end it; the first one present is reported
+/// (`rebase-apply` is `git am` when it holds `applying`).
+const OPERATIONS: &[(&str, &str, &str)] = &[
+    ("rebase-merge", "a rebase", "'git rebase --continue' or 'git rebase --abort'"),
+    ("rebase-apply/applying", "a 'git am'", "'git am --continue' or 'git am --abort'"),
+    ("rebase-apply", "a rebase", "'git rebase --continue' or 'git rebase --abort'"),
+    ("MERGE_HEAD", "a merge", "'git commit' or 'git merge --abort'"),
+    (
+        "CHERRY_PICK_HEAD",
+        "a cherry-pick",
+        "'git cherry-pick --continue' or 'git cherry-pick --abort'",
+    ),
+    ("REVERT_HEAD", "a revert", "'git revert --continue' or 'git revert --abort'"),
+    ("sequencer", "a cherry-pick or revert", "'git cherry-pick --abort' or 'git revert --abort'"),
+    ("BISECT_LOG", "a bisect", "'git bisect reset'"),
+];
+
+/// Fails with what to do when the agent's commits would be lost: an
+/// operation in progress (rebase, merge, cherry-pick, revert, bisect, am),
+/// whose end rewrites or drops what was committed meanwhile, or a detached
+/// HEAD, where commits land on no branch (exit 2).
+pub fn require_work_on_a_branch(root: &Path) -> Result<()> {
+    let git_dir = absolute_git_dir(root)?;
+    if let Some((file, what, how)) = OPERATIONS.iter().find(|(f, ..)| git_dir.join(f).exists()) {
+        return Err(Error::config(format!(
+            "{}: {what} is in progress (.git/{file}): the agent's commits would be made in the middle of it and lost when it ends; end it first with {how}",
+            root.display()
+        )));
+    }
+    let out = git(root, &["symbolic-ref", "--quiet", "HEAD"])?;
+    match out.status.code() {
+        Some(0) => Ok(()),
+        Some(1) => {
+            let at = head(root)?.map(|h| format!(" at {}", &h[..h.len().min(12)]));
+            Err(Error::config(format!(
+                "{}: HEAD is detached{}: the agent's commits would land on no branch; check out a branch first ('git switch BRANCH', or 'git switch -c NEW-BRANCH' to start one here)",
+                root.display(),
+                at.unwrap_or_default()
+            )))
+        }
+        _ => Err(Error::failed(format!(
+            "git symbolic-ref HEAD failed in {}: {}",
+            root.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))),
+    }
+}
+
+/// The repository's git directory (`.git`, or a linked worktree's own).
+fn absolute_git_dir(root: &Path) -> Result<std::path::PathBuf> {
+    let out = git(root, &["rev-parse", "--absolute-git-dir"])?;
+    if !out.status.success() {
+        return Err(Error::failed(format!(
+            "git rev-parse --absolute-git-dir failed in {}: {}",
+            root.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
 /// The commit HEAD points to, or `None` in a repository without commits.
@@ -82,12 +156,14 @@ pub fn commits_since(root: &Path, base: Option<&str>) -> Result<u64> {
         .map_err(|_| Error::failed(format!("git rev-list printed \"{}\"", text.trim())))
 }
 
-/// Removes `.git/index.lock` if it was created at or after `since`. When
-/// rasen ends a session by signal (timeout, stop), a `git commit` in the
-/// agent's group can die holding that lock, and every later session would
-/// then fail with "Another git process seems to be running". Only called
-/// once the session's whole process group is gone, so no git of the agent
-/// can still own it. Returns whether a lock was removed.
+/// Removes `.git/index.lock` if it was created at or after `since`, no
+/// process has it open and no git works in the repository. A `git commit`
+/// killed with the agent (a timeout, a stop, `stop --force`) dies holding
+/// that lock, and every later session would then fail with "Another git
+/// process seems to be running". Only called once the agent's whole
+/// session is gone, so no git of the agent can still own it; the other
+/// two checks leave a user's own git alone. Returns whether a lock was
+/// removed.
 pub fn remove_index_lock_since(root: &Path, since: std::time::SystemTime) -> Result<bool> {
     let out = git(root, &["rev-parse", "--git-dir"])?;
     if !out.status.success() {
@@ -100,9 +176,11 @@ pub fn remove_index_lock_since(root: &Path, since: std::time::SystemTime) -> Res
         Err(_) => return Ok(false),
     };
     // A second of slack: file times may be coarser than the clock. A lock
-    // some process still has open (a user's own git) is that process's.
+    // some process still has open, or that a git working here may own (a
+    // user's `git commit -a` in its editor keeps it closed), is theirs.
     if created + std::time::Duration::from_secs(1) < since
         || crate::process::is_open_anywhere(&lock)
+        || crate::process::runs_in("git", root)
     {
         return Ok(false);
     }
@@ -148,6 +226,53 @@ mod tests {
         assert!(remove_index_lock_since(&dir, before).unwrap());
         assert!(!lock.exists());
         assert!(!remove_index_lock_since(&dir, before).unwrap(), "nothing to remove");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_lock_kept_by_a_live_git_is_left_alone() {
+        let dir = repo();
+        let run = |args: &[&str]| {
+            let ok = Command::new("git").args(args).current_dir(&dir).status().unwrap();
+            assert!(ok.success(), "git {args:?}");
+        };
+        run(&["config", "user.name", "t"]);
+        run(&["config", "user.email", "t@t"]);
+        std::fs::write(dir.join("f"), "one\n").unwrap();
+        run(&["add", "f"]);
+        run(&["commit", "-q", "-m", "one"]);
+        // `git commit -a` keeps .git/index.lock, closed, while its
+        // pre-commit hook runs (as while its editor is open).
+        let hooks = dir.join("hooks");
+        std::fs::create_dir_all(&hooks).unwrap();
+        std::fs::write(hooks.join("pre-commit"), "#!/bin/sh\nexec sleep 60\n").unwrap();
+        std::fs::set_permissions(
+            hooks.join("pre-commit"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        std::fs::write(dir.join("f"), "two\n").unwrap();
+        let hooks_path = format!("core.hooksPath={}", hooks.display());
+        let mut git = Command::new("git")
+            .args(["-c", &hooks_path, "commit", "-q", "-a", "-m", "two"])
+            .current_dir(&dir)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let lock = dir.join(".git/index.lock");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !lock.exists() {
+            assert!(std::time::Instant::now() < deadline, "no index.lock from git commit -a");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let before = SystemTime::now() - Duration::from_secs(60);
+        let removed = remove_index_lock_since(&dir, before);
+        let _ = crate::sys::kill_process_group(git.id() as i32, libc::SIGKILL);
+        let _ = git.wait();
+        assert!(!removed.unwrap(), "the lock of a live git was removed");
+        assert!(lock.exists());
+        // Killed, git could not clean up: now it is stale.
+        assert!(remove_index_lock_since(&dir, before).unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -40,6 +40,7 @@ mod process;
 mod project;
 mod prompts;
 mod reader;
+mod reserve;
 mod run;
 mod signals;
 mod spelling;

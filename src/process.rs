@@ -87,6 +87,22 @@ pub fn signal_session(session: i32, signal: i32) {
     }
 }
 
+/// True when a live process named `name` (its `comm`) works in `dir` or
+/// below it (its cwd). A `git commit -a` waiting for its editor or a hook
+/// keeps `.git/index.lock` without holding it open: only this shows it.
+pub fn runs_in(name: &str, dir: &Path) -> bool {
+    let Ok(dir) = dir.canonicalize() else { return false };
+    let Ok(entries) = std::fs::read_dir("/proc") else { return false };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            comm.trim_end() == name
+        })
+        .filter_map(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).ok())
+        .any(|cwd| cwd.starts_with(&dir))
+}
+
 /// True when some process has `path` open (a scan of `/proc/*/fd`).
 pub fn is_open_anywhere(path: &Path) -> bool {
     all_pids()

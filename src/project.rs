@@ -80,6 +80,12 @@ impl Project {
     pub fn state_lock_file(&self) -> PathBuf {
         self.rasen_dir().join("state.lock")
     }
+    /// The disk space a run sets aside to record its end on a full disk
+    /// (see `reserve`). Named like a temp file, which `.gitignore` keeps
+    /// out of git in every project.
+    pub fn disk_reserve_file(&self) -> PathBuf {
+        self.rasen_dir().join(".disk-reserve.tmp.rasen")
+    }
     pub fn pid_file(&self) -> PathBuf {
         self.config.resolve(&self.root, &self.config.background.pid_file)
     }

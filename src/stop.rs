@@ -16,7 +16,7 @@ use crate::identity::{self, LeftBehind};
 use crate::lock::{self, Liveness, RunLock};
 use crate::project::Project;
 use crate::status::StatusFile;
-use crate::{store, sys};
+use crate::{run, store, sys};
 
 /// `rasen stop`: SIGTERM and wait for the lock to be let go (graceful), or
 /// SIGKILL the orchestrator and its agent (`force`).
@@ -62,6 +62,7 @@ fn clean_up_after_a_dead_run(project: &Project) -> Result<i32> {
     if let Ok(Some(status)) = store::load::<StatusFile>(&project.status_file()) {
         let found = identity::stop_left_behind(status.recorded_agent());
         say_what_was_left_behind(&found);
+        remove_index_lock(project, &status);
     }
     lock.release(); // removes the stale PID file
     Ok(0)
@@ -76,9 +77,26 @@ fn say_what_was_left_behind(found: &LeftBehind) {
     }
 }
 
+/// The stopper's share of "nothing is left behind": the `.git/index.lock`
+/// of a git that died with the killed run's agent. A lock that cannot be
+/// removed is said, not fatal: the run is stopped, which is what was asked,
+/// and the next start tries again.
+fn remove_index_lock(project: &Project, status: &StatusFile) {
+    match run::remove_index_lock_of_killed_run(project, status) {
+        Ok(true) => say!("Removed .git/index.lock left by a git that was killed with the agent"),
+        Ok(false) => {}
+        Err(e) => eprintln!("rasen: warning: {e}; the next 'rasen resume' tries again"),
+    }
+}
+
+/// SIGTERM, then SIGCONT (as systemd does): a daemon stopped with SIGSTOP
+/// (or Ctrl-Z on a foreground run) would otherwise keep the SIGTERM
+/// pending forever. Continued, it finds the SIGTERM already there and
+/// stops at once; a daemon that was not stopped ignores SIGCONT.
 fn stop_gracefully(project: &Project, pid: i32, timeout: Duration) -> Result<i32> {
     sys::kill(pid, libc::SIGTERM)
         .map_err(|e| Error::failed(format!("cannot signal PID {pid}: {e}")))?;
+    let _ = sys::kill(pid, libc::SIGCONT);
     say!("Stopping daemon (PID {pid}), waiting up to {}s...", timeout.as_secs());
     if wait_until_stopped(project, timeout)? {
         say!("✅ Daemon stopped successfully");
@@ -110,6 +128,7 @@ fn kill_now(project: &Project, pid: i32) -> Result<i32> {
         // keeps its in_progress subtask for `resume`.
         status.killed();
         store::save(&path, &status)?;
+        remove_index_lock(project, &status);
     }
     lock.release();
     say!("Daemon killed (PID {pid}); its state is kept: 'rasen resume' continues the task");

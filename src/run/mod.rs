@@ -6,15 +6,18 @@
 //! 2. pick the next subtask, mark it `in_progress`, note HEAD (`coding`);
 //! 3. a coder session; count the commits it made (`session`);
 //! 4. judge the session: a "done" claim completes the subtask only with
-//!    evidence (the required `tests: pass` / `lint: pass`, a commit, and
-//!    every `backpressure.verify` command exiting 0 when rasen runs it); a
+//!    evidence (the required `tests: pass` / `lint: pass`, a commit, the
+//!    agent exiting 0, and every `backpressure.verify` command exiting 0
+//!    when rasen runs it); a
 //!    refused claim, a failure or a timeout is recorded with its reason,
 //!    which the next attempt's prompt shows; "blocked" marks the subtask
 //!    failed (`verdict`, a pure function, and `coding`, which applies it);
 //! 5. stop with a reason (`EndReason`: completed, max_iterations,
 //!    max_runtime, stalled, consecutive_failures, blocked, usage_limit,
 //!    stopped, error) — checked before every session (`check_limits`) and
-//!    after every verdict (`coding::streak_ending`).
+//!    after every verdict (`coding::streak_ending`). A plan whose subtasks
+//!    are all completed is checked first, every time: it ends the run as
+//!    completed whatever limit was reached with it, and with no pause.
 //!
 //! Every step is saved with an atomic write before the next begins, so a
 //! `kill -9` at any instant leaves state that `resume` continues from, and
@@ -43,6 +46,7 @@ use crate::lock;
 use crate::logger::line as log;
 use crate::plan::{self, Next, Plan};
 use crate::project::Project;
+use crate::reserve::{self, DiskReserve};
 use crate::signals;
 use crate::status::{EndReason, StatusFile};
 use crate::store::{self, FileLock};
@@ -126,6 +130,8 @@ pub struct Run<'a> {
     consecutive_failures: u64,
     /// Sessions in a row without a commit, on the subtask named.
     no_commit_streak: (String, u64),
+    /// Given back when the end of the run cannot be saved (`finish`).
+    reserve: DiskReserve,
 }
 
 impl<'a> Run<'a> {
@@ -137,6 +143,10 @@ impl<'a> Run<'a> {
         stop_agent_left_behind(&status);
         let task = std::fs::read_to_string(project.task_file())
             .map_err(|e| Error::io(&project.task_file(), "cannot read the task", e))?;
+        // Once its agent is gone: a git killed with it may have left its lock.
+        if remove_index_lock_of_killed_run(project, &status)? {
+            log("removed .git/index.lock left by a git killed with the last run's agent");
+        }
         if status.planning_unfinished() {
             // The last run died while planning (kill -9, power loss): the
             // plan on disk is its initializer's draft, maybe partial, maybe
@@ -161,6 +171,7 @@ impl<'a> Run<'a> {
         status.raise_totals_to(history.sessions_recorded(), tokens, cost);
         status.begin_run(crate::sys::getpid(), clock::now_iso());
         settle_base_commit(project, &mut status)?;
+        let reserve = DiskReserve::set_aside(&project.disk_reserve_file())?;
         let mut run = Run {
             project,
             config: project.config.clone(),
@@ -170,6 +181,7 @@ impl<'a> Run<'a> {
             task: task.trim().to_string(),
             consecutive_failures: 0,
             no_commit_streak: (String::new(), 0),
+            reserve,
         };
         log(&format!(
             "rasen {} started (PID {}) in {}",
@@ -199,6 +211,12 @@ impl<'a> Run<'a> {
         };
         self.show_progress(&plan);
         loop {
+            // Before any limit, and after every session: a plan whose
+            // subtasks are all completed ends the run as completed, whatever
+            // limit was reached at the same moment, and no pause follows it.
+            if is_all_completed(&plan) {
+                return Ok(self.all_completed(&plan));
+            }
             if let Some(ending) = self.check_limits() {
                 return Ok(ending);
             }
@@ -207,7 +225,11 @@ impl<'a> Run<'a> {
                 Next::AllCompleted => return Ok(self.all_completed(&plan)),
                 Next::Blocked(why) => return Ok(Ending::new(EndReason::Blocked, why)),
             };
-            if let Some(ending) = self.work_on(&mut plan, index)? {
+            let ending = self.work_on(&mut plan, index)?;
+            if is_all_completed(&plan) {
+                return Ok(self.all_completed(&plan));
+            }
+            if let Some(ending) = ending {
                 return Ok(ending);
             }
             self.pause_between_sessions();
@@ -336,19 +358,34 @@ impl<'a> Run<'a> {
         store::save(&self.project.plan_file(), plan)
     }
 
-    /// Writes the final status and the last log line, however the run ended.
+    /// Writes the final status and the last log line, however the run
+    /// ended. When status.json cannot be saved (a full disk, most likely
+    /// what ended the run), the disk reserve is given back and the save
+    /// tried again, so the reason is recorded; the log line comes after,
+    /// in the room the reserve left.
     fn finish(&mut self, result: &Result<Ending>) -> Result<()> {
-        match result {
+        let line = match result {
             Ok(ending) => {
                 self.status.end_run(ending.reason, &ending.message);
-                log(&format!("run ended: {} ({})", ending.reason.as_str(), ending.message));
+                format!("run ended: {} ({})", ending.reason.as_str(), ending.message)
             }
             Err(e) => {
                 self.status.end_run(EndReason::Error, &e.message);
-                log(&format!("run ended: error: {e}"));
+                format!("run ended: error: {e}")
             }
-        }
-        self.save_status()
+        };
+        let saved = match self.save_status() {
+            Err(e) if self.reserve.release() => {
+                log(&format!(
+                    "cannot save the end of the run ({e}): gave back the {} KiB disk reserve to record it",
+                    reserve::RESERVE_BYTES / 1024
+                ));
+                self.save_status()
+            }
+            saved => saved,
+        };
+        log(&line);
+        saved
     }
 }
 
@@ -383,6 +420,28 @@ fn stop_agent_left_behind(status: &StatusFile) {
         log(&format!(
             "stopped agent {agent} and its processes, left behind by a run that was killed"
         ));
+    }
+}
+
+/// Whether every subtask of the plan is completed: the task is done.
+pub fn is_all_completed(plan: &Plan) -> bool {
+    matches!(plan.next_subtask(), Next::AllCompleted)
+}
+
+/// Removes `.git/index.lock` left by a git that died with the agent of a
+/// killed run (`stop --force`, `kill -9`, the OOM killer: SIGKILL gives
+/// git no chance to remove it): one created since that run started, that
+/// no process has open and no git working here may own. Call it holding
+/// the run lock, once that agent's session is gone. Returns whether a lock
+/// was removed.
+pub fn remove_index_lock_of_killed_run(project: &Project, last: &StatusFile) -> Result<bool> {
+    let started = last.started_at().and_then(clock::parse_iso);
+    match started {
+        Some(secs) if last.ended_by_a_kill() => {
+            let since = std::time::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64);
+            git::remove_index_lock_since(&project.root, since)
+        }
+        _ => Ok(false),
     }
 }
 

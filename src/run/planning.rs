@@ -79,7 +79,7 @@ impl Run<'_> {
                 }
                 None => {}
             }
-            match self.read_new_plan() {
+            match self.read_new_plan()? {
                 Ok(plan) => {
                     fault::point(Point::PlanAccepted);
                     let accepted =
@@ -121,17 +121,24 @@ impl Run<'_> {
     }
 
     /// Loads and validates the plan the initializer just wrote, and saves
-    /// it back in rasen's own format (timestamps set).
-    fn read_new_plan(&self) -> std::result::Result<Plan, String> {
+    /// it back in rasen's own format (timestamps set). The inner error is
+    /// the plan's fault, handed back to the initializer; the outer one is
+    /// rasen failing to save a good plan (disk full, the state lock), which
+    /// no initializer session can fix: it ends the run.
+    fn read_new_plan(&self) -> Result<std::result::Result<Plan, String>> {
         let path = self.project.plan_file();
         let mut plan = match store::load::<Plan>(&path) {
             Ok(Some(plan)) => plan,
-            Ok(None) => return Err(format!("no plan was written to {}", self.project.show(&path))),
-            Err(e) => return Err(e.message),
+            Ok(None) => {
+                return Ok(Err(format!("no plan was written to {}", self.project.show(&path))))
+            }
+            Err(e) => return Ok(Err(e.message)),
         };
-        plan.validate()?;
-        self.save_plan(&mut plan).map_err(|e| e.message)?;
-        Ok(plan)
+        if let Err(why) = plan.validate() {
+            return Ok(Err(why));
+        }
+        self.save_plan(&mut plan)?;
+        Ok(Ok(plan))
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::verdict::{Facts, Rules, Verdict};
 use super::{Ending, Run};
-use crate::agent::{self, Progress, ReaderKind, SessionEnd, SessionReport, SessionRequest};
+use crate::agent::{self, Progress, ReaderKind, SessionReport, SessionRequest};
 use crate::clock;
 use crate::error::Result;
 use crate::fault::{self, Point};
@@ -141,9 +141,10 @@ impl Run<'_> {
             }
         })?;
         self.status.agent_ended();
-        if !matches!(report.end, SessionEnd::Exited(_))
-            && git::remove_index_lock_since(&self.project.root, session_start)?
-        {
+        // However the session ended, none of its processes is left: rasen
+        // killed them (a timeout, a stop, or what the agent left running
+        // when it exited), and a git among them may have held the lock.
+        if git::remove_index_lock_since(&self.project.root, session_start)? {
             log("removed .git/index.lock left by a git that was killed with its session");
         }
         self.save_status()?;

@@ -130,13 +130,34 @@ fn judge_words(facts: &Facts, rules: &Rules) -> Judgement {
     }
     // A session that the agent itself reports as failed (error_max_turns,
     // error_during_execution) was cut short: a "done" said before the end
-    // is not evidence that the work was finished.
+    // is not evidence that the work was finished. Nor is one from an agent
+    // whose process then failed (below).
     if facts.agent_error.is_some() {
         return Judgement::Final(Verdict::Failed(failure_reason(facts)));
     }
     match last_word {
-        Some(claim) => judge_done_claim(&claim.payload, facts, rules),
+        Some(claim) => match unclean_exit(facts.end) {
+            // The agent's process says it failed, whatever its words said
+            // before: a crash after "done" is not a finished piece of work.
+            Some(how) => Judgement::Final(Verdict::Refused(with_tail(
+                format!("claimed done, but {how}: a session that fails is no evidence"),
+                facts.tail,
+            ))),
+            None => judge_done_claim(&claim.payload, facts, rules),
+        },
         None => Judgement::Final(Verdict::Failed(failure_reason(facts))),
+    }
+}
+
+/// How the agent's process failed, when it did: a non-zero exit, or a
+/// signal rasen did not send (its own kills are timeouts and shutdowns,
+/// judged before).
+fn unclean_exit(end: SessionEnd) -> Option<String> {
+    match end {
+        SessionEnd::Exited(0) => None,
+        SessionEnd::Exited(code) => Some(format!("the agent exited with code {code}")),
+        SessionEnd::Signaled(signal) => Some(format!("the agent was killed by signal {signal}")),
+        SessionEnd::IdleTimeout | SessionEnd::SessionTimeout | SessionEnd::Shutdown => None,
     }
 }
 
@@ -337,6 +358,31 @@ mod tests {
                 "the agent reported an error (error_max_turns): out of turns; the end of its output:\nlast words"
                     .to_string()
             )
+        );
+    }
+
+    #[test]
+    fn a_done_claim_from_an_agent_that_exited_non_zero_is_refused_with_the_exit() {
+        let events = [event("build.done", DONE)];
+        for (end, how) in [
+            (SessionEnd::Exited(3), "the agent exited with code 3"),
+            (SessionEnd::Signaled(9), "the agent was killed by signal 9"),
+        ] {
+            let mut f = facts(end, &events, 1);
+            f.tail = "Traceback: boom";
+            let verdict = verdict_of(&f, &RULES);
+            assert_eq!(
+                verdict,
+                Verdict::Refused(format!(
+                    "claimed done, but {how}: a session that fails is no evidence; the end of its output:\nTraceback: boom"
+                ))
+            );
+        }
+        // Blocked is the agent's own word that it cannot go on, exit or not.
+        let blocked = [event("build.blocked", "no database")];
+        assert_eq!(
+            verdict_of(&facts(SessionEnd::Exited(1), &blocked, 0), &RULES),
+            Verdict::Blocked("no database".to_string())
         );
     }
 

@@ -211,6 +211,23 @@ impl StatusFile {
         self.phase() == Some(Phase::Planning)
     }
 
+    /// Why the last run ended, once it has.
+    pub fn reason(&self) -> Option<EndReason> {
+        self.reason
+    }
+
+    /// When the last run started (ISO 8601), if one ever did.
+    pub fn started_at(&self) -> Option<&str> {
+        self.started_at.as_deref()
+    }
+
+    /// Whether the last run was killed: by `stop --force` (recorded), or by
+    /// anything else while it ran (the file still says running). Only the
+    /// holder of the run lock can tell the second from a live run.
+    pub fn ended_by_a_kill(&self) -> bool {
+        self.status == RunState::Running || self.reason == Some(EndReason::Killed)
+    }
+
     // ---- Transitions -------------------------------------------------------
 
     /// A run starts (foreground or daemon, `run` or `resume`): the last
