@@ -25,10 +25,24 @@ use crate::status::{self, StatusFile};
 use crate::store;
 use crate::{process, stop};
 
-/// What `.rasen/.gitignore` keeps out of git: files that only mean
-/// something while a run is alive. The task, plan, history and memories
-/// are worth committing.
+/// `.rasen/.gitignore`: everything in `.rasen/` is rasen's private state
+/// (it may quote agent output, which may hold secrets), and none of it
+/// belongs in git, as the coder prompt says. The file itself is not
+/// ignored, so that `git clean -fX` keeps the directory, and the run lock
+/// on it.
 const RASEN_GITIGNORE: &str = "\
+# Written by rasen. Everything in .rasen/ is rasen's private state: it may
+# quote agent output, which may hold secrets. None of it belongs in git;
+# to keep the plan, copy it out of .rasen/. This file itself is not
+# ignored, so that 'git clean -fX' leaves the directory in place.
+/*
+!/.gitignore
+";
+
+/// What `init` wrote into `.rasen/.gitignore` before `.rasen/` was private:
+/// it recommended committing the plan and the attempt history (which
+/// quotes agent output). Found unchanged, it is replaced.
+const RASEN_GITIGNORE_BEFORE_PRIVACY: &str = "\
 # Written by rasen. task.txt, implementation_plan.json, attempt_history.json,
 # good_commits.json and memories.md are worth keeping in git.
 # Runtime-only files:
@@ -67,7 +81,7 @@ pub fn init(dir: &Path, task_arg: &str, force: bool) -> Result<i32> {
     store::write_atomically(
         &project.task_file(),
         format!("{}\n", task.trim_end()).as_bytes(),
-        0o644,
+        store::STATE_FILE_MODE,
     )?;
     let config_path = project.root.join("rasen.yml");
     if !config_path.exists() {
@@ -113,12 +127,18 @@ fn looks_like_a_file_name(arg: &str) -> bool {
     word && (arg.contains('/') || extension)
 }
 
+/// `.rasen/`, private (0700; an existing one is made so), with its
+/// .gitignore: written when there is none, or replaced when it is the one
+/// an older rasen wrote. One you edited is kept.
 fn create_rasen_dir(project: &Project) -> Result<()> {
     let dir = project.rasen_dir();
-    store::create_dir(&dir)?;
+    drop(store::open_private_dir(&project.user_path(&dir))?);
     let gitignore = dir.join(".gitignore");
-    if !gitignore.exists() {
-        store::write_atomically(&gitignore, RASEN_GITIGNORE.as_bytes(), 0o644)?;
+    let current = store::read_bytes(&gitignore)?;
+    let outdated =
+        current.as_deref().map_or(true, |c| c == RASEN_GITIGNORE_BEFORE_PRIVACY.as_bytes());
+    if outdated {
+        store::write_atomically(&gitignore, RASEN_GITIGNORE.as_bytes(), store::STATE_FILE_MODE)?;
     }
     Ok(())
 }
@@ -213,16 +233,17 @@ fn last_worked_on(project: &Project, plan: &Plan) -> Result<Option<String>> {
 /// the terminal instead of a daemon's log: task, git, agent, state files,
 /// and nobody else running.
 fn check_before_run(project: &Project) -> Result<()> {
+    // While another orchestrator runs, the state files are its own (`git
+    // clean -fX` may even have removed them under it), and its agent may
+    // be halfway through writing the plan: say who runs rather than report
+    // a file missing or caught mid-write.
+    refuse_if_running(project)?;
     if !project.task_file().exists() {
         return Err(Error::usage(format!(
             "no task in {}: start with 'rasen init --task \"…\"'",
             project.show(&project.rasen_dir())
         )));
     }
-    // While another orchestrator runs, the state files are its own, and
-    // its agent may be halfway through writing the plan: say who runs
-    // rather than report a file caught mid-write.
-    refuse_if_running(project)?;
     git::require_repository(&project.root)?;
     check_agent_command(project)?;
     if let Err(e) = check_state_files(project) {
@@ -290,9 +311,11 @@ pub fn status(dir: &Path, json: bool) -> Result<i32> {
     let project = Project::open_despite_config(dir, "show the status")?;
     let liveness = lock::liveness(&project)?;
     let mut file = store::load::<StatusFile>(&project.user_path(&project.status_file()))?;
-    if file.is_none() && project.task_file().exists() {
-        // status.json is a runtime file and may be gone (`git clean -fX`);
-        // the task and the plan are not: show what they say.
+    let running = matches!(liveness, Liveness::Running { .. });
+    if file.is_none() && (running || project.task_file().exists()) {
+        // status.json may be gone (`git clean -fX` removes everything in
+        // .rasen/ but its .gitignore): the lock, the task and the plan
+        // still say what they can.
         let mut initialized = StatusFile::initialized();
         if let Ok(Some(plan)) = store::load::<Plan>(&project.plan_file()) {
             let (done, total) = plan.progress();

@@ -11,9 +11,10 @@
 //!
 //! The PID file is only a label for people and for systemd's `PIDFile=`:
 //! written after the lock is taken, removed before it is let go, rewritten
-//! by the holder if deleted under it, never trusted alone. This module
-//! never signals a process and never forks: it only answers and records
-//! who runs.
+//! by the holder if deleted under it, never trusted alone. It is 0600 like
+//! everything in `.rasen/` (systemd reads it as root). This module never
+//! signals a process and never forks: it only answers and records who
+//! runs.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -72,7 +73,7 @@ impl RunLock {
         Ok(None)
     }
 
-    /// Writes this process's PID into the PID file (atomically, 0644).
+    /// Writes this process's PID into the PID file (atomically, 0600).
     pub fn write_pid_file(&self) -> Result<()> {
         write_pid_file(&self.pid_file)
     }
@@ -122,6 +123,9 @@ pub fn liveness(project: &Project) -> Result<Liveness> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Ok(if left_behind { Liveness::Stale { pid } } else { Liveness::NotRunning });
         }
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            return Err(not_the_owner(project, &path))
+        }
         Err(e) => return Err(Error::io(&path, "cannot open", e)),
     };
     // A shared lock succeeds unless someone holds the exclusive one; it is
@@ -133,6 +137,18 @@ pub fn liveness(project: &Project) -> Result<Liveness> {
         (true, true) => Liveness::Stale { pid },
         (true, false) => Liveness::NotRunning,
     })
+}
+
+/// `.rasen/` is private to its owner (0700): another user, root aside,
+/// cannot even ask whether a run is going on.
+fn not_the_owner(project: &Project, dir: &Path) -> Error {
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(dir).map(|m| format!(" (uid {})", m.uid())).unwrap_or_default();
+    Error::failed(format!(
+        "{}: permission denied: a project's rasen state is private to the user who runs \
+         rasen there{owner}; run this as that user, or as root",
+        project.show(dir)
+    ))
 }
 
 /// The PID in a PID file, if the file exists, is a regular file (not a
@@ -155,21 +171,16 @@ pub fn restore_pid_file(path: &Path) {
 
 fn write_pid_file(path: &Path) -> Result<()> {
     let text = format!("{}\n", sys::getpid());
-    store::write_atomically(path, text.as_bytes(), 0o644)
+    store::write_atomically(path, text.as_bytes(), store::STATE_FILE_MODE)
 }
 
-/// Opens `.rasen/` (creating it, 0755 at most) for locking. The lock is on
-/// the directory rather than on a file inside it, so nothing that cleans
-/// files (`git clean -fX`, a careless `rm .rasen/*.lock`) can make a running
-/// orchestrator invisible and let a second one start.
+/// Opens `.rasen/` for locking, creating it 0700 or making an existing one
+/// private (never through a symlink). The lock is on the directory rather
+/// than on a file inside it, so nothing that cleans files (`git clean
+/// -fX`, a careless `rm .rasen/*.lock`) can make a running orchestrator
+/// invisible and let a second one start.
 fn open_rasen_dir(project: &Project) -> Result<File> {
-    let dir = project.rasen_dir();
-    store::create_dir(&dir)?;
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&dir)
-        .map_err(|e| Error::io(&dir, "cannot open for the run lock", e))
+    store::open_private_dir(&project.user_path(&project.rasen_dir()))
 }
 
 #[cfg(test)]

@@ -70,10 +70,10 @@ fn stop_into_a_closed_pipe_still_stops_the_daemon() {
     assert_eq!(p.file(".rasen/rasen.pid"), None);
 }
 
-/// `git clean -fX` deletes every ignored file under .rasen/ (PID file,
-/// status.json, lock files) while a daemon runs. The run lock is on the
-/// directory, so rasen still sees the daemon: status names it, a second
-/// start is refused, stop stops it.
+/// `git clean -fX` deletes every ignored file under .rasen/ (all but its
+/// .gitignore: PID file, status.json, lock files, the task) while a daemon
+/// runs. The run lock is on the directory, so rasen still sees the daemon:
+/// status names it, a second start is refused, stop stops it.
 #[test]
 fn git_clean_does_not_make_a_running_daemon_invisible() {
     let mut p = initialized("edge-git-clean");

@@ -16,6 +16,7 @@ mod edges;
 mod init;
 mod layers;
 mod logs_follow;
+mod privacy;
 mod recovery;
 mod run;
 mod run_claims;
