@@ -74,6 +74,7 @@ pub fn init(dir: &Path, task_arg: &str, force: bool) -> Result<i32> {
             if names.len() == 1 { "s" } else { "" }
         )));
     }
+    check_background_files(&project)?;
     create_rasen_dir(&project)?;
     if force {
         back_up_previous_task(&project)?;
@@ -84,7 +85,7 @@ pub fn init(dir: &Path, task_arg: &str, force: bool) -> Result<i32> {
         store::STATE_FILE_MODE,
     )?;
     let config_path = project.root.join("rasen.yml");
-    if !config_path.exists() {
+    if std::fs::symlink_metadata(&config_path).is_err() {
         store::write_atomically(&config_path, DEFAULT_CONFIG_YAML.as_bytes(), 0o644)?;
         say!("Wrote rasen.yml with the default configuration (every key documented)");
     }
@@ -238,12 +239,8 @@ fn check_before_run(project: &Project) -> Result<()> {
     // be halfway through writing the plan: say who runs rather than report
     // a file missing or caught mid-write.
     refuse_if_running(project)?;
-    if !project.task_file().exists() {
-        return Err(Error::usage(format!(
-            "no task in {}: start with 'rasen init --task \"…\"'",
-            project.show(&project.rasen_dir())
-        )));
-    }
+    check_task_file(project)?;
+    check_background_files(project)?;
     git::require_repository(&project.root)?;
     check_agent_command(project)?;
     if let Err(e) = check_state_files(project) {
@@ -251,6 +248,61 @@ fn check_before_run(project: &Project) -> Result<()> {
         return Err(e);
     }
     refuse_if_running(project)
+}
+
+/// The `background.*` files may lie anywhere in the project, where a file
+/// rasen did not create may already be (`background.pid_file: README.md`):
+/// such a file is never replaced, appended to or removed. In `.rasen/`,
+/// every file at one of rasen's names is rasen's; elsewhere, only one
+/// whose content is what rasen writes there is (a PID, a log whose lines
+/// start with a timestamp, a status file that loads). And no file is
+/// reached through a symlinked directory, nor is a symlink itself.
+fn check_background_files(project: &Project) -> Result<()> {
+    lock::check_pid_file(project)?;
+    let log = project.log_file();
+    project.refuse_links_on_the_way("background.log_file", &log)?;
+    let ours =
+        if project.in_rasen_dir(&log) { !is_symlink(&log) } else { logger::is_a_rasen_log(&log) };
+    if !ours {
+        return Err(project.foreign_file_error("background.log_file", &log, "log"));
+    }
+    let status = project.status_file();
+    project.refuse_links_on_the_way("background.status_file", &status)?;
+    if !project.in_rasen_dir(&status) {
+        load_status_file(project)?;
+    }
+    Ok(())
+}
+
+/// status.json. Outside `.rasen/`, a file that does not load is not
+/// rasen's (README.md), and the error says so rather than "fix or remove
+/// the file".
+fn load_status_file(project: &Project) -> Result<Option<StatusFile>> {
+    let path = project.status_file();
+    let loaded = store::load::<StatusFile>(&project.user_path(&path));
+    if loaded.is_err() && !project.in_rasen_dir(&path) {
+        return Err(project.foreign_file_error("background.status_file", &path, "status"));
+    }
+    loaded
+}
+
+fn is_symlink(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+/// There is a task, and no symlink in its place: refused here, where the
+/// error reaches the terminal, rather than in the daemon. (A task that
+/// cannot be read otherwise fails the run's start, which status records.)
+fn check_task_file(project: &Project) -> Result<()> {
+    let path = project.user_path(&project.task_file());
+    match std::fs::symlink_metadata(&path) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(store::symlink_refused(&path)),
+        Ok(_) => Ok(()),
+        Err(_) => Err(Error::usage(format!(
+            "no task in {}: start with 'rasen init --task \"…\"'",
+            project.show(&project.rasen_dir())
+        ))),
+    }
 }
 
 fn refuse_if_running(project: &Project) -> Result<()> {
@@ -275,7 +327,7 @@ fn check_state_files(project: &Project) -> Result<()> {
 /// Whether status.json says the last run died while planning (see
 /// `status::PHASE_PLANNING`); only meaningful while nobody runs.
 fn planning_was_cut_short(project: &Project) -> Result<bool> {
-    let status = store::load::<StatusFile>(&project.user_path(&project.status_file()))?;
+    let status = load_status_file(project)?;
     Ok(status.is_some_and(|s| s.planning_unfinished()))
 }
 
@@ -310,7 +362,7 @@ fn run_in_foreground(project: &Project, options: RunOptions) -> Result<i32> {
 pub fn status(dir: &Path, json: bool) -> Result<i32> {
     let project = Project::open_despite_config(dir, "show the status")?;
     let liveness = lock::liveness(&project)?;
-    let mut file = store::load::<StatusFile>(&project.user_path(&project.status_file()))?;
+    let mut file = load_status_file(&project)?;
     let running = matches!(liveness, Liveness::Running { .. });
     if file.is_none() && (running || project.task_file().exists()) {
         // status.json may be gone (`git clean -fX` removes everything in
@@ -335,6 +387,7 @@ pub fn status(dir: &Path, json: bool) -> Result<i32> {
 pub fn logs(dir: &Path, lines: usize, follow: bool) -> Result<i32> {
     let project = Project::open_despite_config(dir, "show the log")?;
     let path = project.log_file();
+    project.refuse_links_on_the_way("background.log_file", &path)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if follow {

@@ -127,8 +127,7 @@ pub struct Run<'a> {
 
 impl<'a> Run<'a> {
     fn start(project: &'a Project, options: RunOptions) -> Result<Run<'a>> {
-        let task = std::fs::read_to_string(project.task_file())
-            .map_err(|e| Error::io(&project.task_file(), "cannot read the task", e))?;
+        let task = read_task(project)?;
         let mut status = store::load::<StatusFile>(&project.status_file())?
             .unwrap_or_else(StatusFile::initialized);
         let history = load_history(project)?;
@@ -368,13 +367,26 @@ fn settle_base_commit(project: &Project, status: &mut StatusFile) -> Result<()> 
     Ok(())
 }
 
+/// task.txt, never through a symlink.
+fn read_task(project: &Project) -> Result<String> {
+    let path = project.task_file();
+    let bytes = store::read_bytes(&path)?
+        .ok_or_else(|| Error::failed(format!("{}: no such file", path.display())))?;
+    String::from_utf8(bytes)
+        .map_err(|_| Error::failed(format!("{}: the task is not UTF-8 text", path.display())))
+}
+
 fn load_history(project: &Project) -> Result<AttemptHistory> {
     Ok(store::load::<AttemptHistory>(&project.history_file())?.unwrap_or_else(AttemptHistory::new))
 }
 
-/// The tail of memories.md for a prompt ("" when it cannot be read).
+/// The tail of memories.md for a prompt: "" when it cannot be read (a
+/// symlink is not), and the log says why.
 fn memories(project: &Project, config: &Config) -> String {
-    history::memories_tail(&project.memories_file(), config.memory.max_bytes).unwrap_or_default()
+    history::memories_tail(&project.memories_file(), config.memory.max_bytes).unwrap_or_else(|e| {
+        log(&format!("memories not given to the agent: {e}"));
+        String::new()
+    })
 }
 
 #[cfg(test)]
