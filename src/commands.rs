@@ -25,10 +25,24 @@ use crate::status::{self, EndReason, StatusFile};
 use crate::store;
 use crate::{identity, process, stop};
 
-/// What `.rasen/.gitignore` keeps out of git: files that only mean
-/// something while a run is alive. The task, plan, history and memories
-/// are worth committing.
+/// `.rasen/.gitignore`: everything in `.rasen/` is rasen's private state
+/// (it may quote agent output, which may hold secrets), and none of it
+/// belongs in git, as the coder prompt says. The file itself is not
+/// ignored, so that `git clean -fX` keeps the directory, and the run lock
+/// on it.
 const RASEN_GITIGNORE: &str = "\
+# Written by rasen. Everything in .rasen/ is rasen's private state: it may
+# quote agent output, which may hold secrets. None of it belongs in git;
+# to keep the plan, copy it out of .rasen/. This file itself is not
+# ignored, so that 'git clean -fX' leaves the directory in place.
+/*
+!/.gitignore
+";
+
+/// What `init` wrote into `.rasen/.gitignore` before `.rasen/` was private:
+/// it recommended committing the plan and the attempt history (which
+/// quotes agent output). Found unchanged, it is replaced.
+const RASEN_GITIGNORE_BEFORE_PRIVACY: &str = "\
 # Written by rasen. task.txt, implementation_plan.json, attempt_history.json,
 # good_commits.json and memories.md are worth keeping in git.
 # Runtime-only files:
@@ -60,6 +74,7 @@ pub fn init(dir: &Path, task_arg: &str, force: bool) -> Result<i32> {
             if names.len() == 1 { "s" } else { "" }
         )));
     }
+    check_background_files(&project)?;
     create_rasen_dir(&project)?;
     if force {
         back_up_previous_task(&project)?;
@@ -67,10 +82,10 @@ pub fn init(dir: &Path, task_arg: &str, force: bool) -> Result<i32> {
     store::write_atomically(
         &project.task_file(),
         format!("{}\n", task.trim_end()).as_bytes(),
-        0o644,
+        store::STATE_FILE_MODE,
     )?;
     let config_path = project.root.join("rasen.yml");
-    if !config_path.exists() {
+    if std::fs::symlink_metadata(&config_path).is_err() {
         store::write_atomically(&config_path, DEFAULT_CONFIG_YAML.as_bytes(), 0o644)?;
         say!("Wrote rasen.yml with the default configuration (every key documented)");
     }
@@ -117,12 +132,18 @@ fn looks_like_a_file_name(arg: &str) -> bool {
     word && (arg.contains('/') || extension)
 }
 
+/// `.rasen/`, private (0700; an existing one is made so), with its
+/// .gitignore: written when there is none, or replaced when it is the one
+/// an older rasen wrote. One you edited is kept.
 fn create_rasen_dir(project: &Project) -> Result<()> {
     let dir = project.rasen_dir();
-    store::create_dir(&dir)?;
+    drop(store::open_private_dir(&project.user_path(&dir))?);
     let gitignore = dir.join(".gitignore");
-    if !gitignore.exists() {
-        store::write_atomically(&gitignore, RASEN_GITIGNORE.as_bytes(), 0o644)?;
+    let current = store::read_bytes(&gitignore)?;
+    let outdated =
+        current.as_deref().map_or(true, |c| c == RASEN_GITIGNORE_BEFORE_PRIVACY.as_bytes());
+    if outdated {
+        store::write_atomically(&gitignore, RASEN_GITIGNORE.as_bytes(), store::STATE_FILE_MODE)?;
     }
     Ok(())
 }
@@ -245,16 +266,13 @@ fn last_worked_on(project: &Project, plan: &Plan) -> Result<Option<String>> {
 /// on a branch, no rebase or merge half-way), agent, state files, and
 /// nobody else running.
 fn check_before_run(project: &Project) -> Result<()> {
-    if !project.task_file().exists() {
-        return Err(Error::usage(format!(
-            "no task in {}: start with 'rasen init --task \"…\"'",
-            project.show(&project.rasen_dir())
-        )));
-    }
-    // While another orchestrator runs, the state files are its own, and
-    // its agent may be halfway through writing the plan: say who runs
-    // rather than report a file caught mid-write.
+    // While another orchestrator runs, the state files are its own (`git
+    // clean -fX` may even have removed them under it), and its agent may
+    // be halfway through writing the plan: say who runs rather than report
+    // a file missing or caught mid-write.
     refuse_if_running(project)?;
+    check_task_file(project)?;
+    check_background_files(project)?;
     git::require_repository(&project.root)?;
     git::require_work_on_a_branch(&project.root)?;
     check_agent_command(project)?;
@@ -263,6 +281,61 @@ fn check_before_run(project: &Project) -> Result<()> {
         return Err(e);
     }
     refuse_if_running(project)
+}
+
+/// The `background.*` files may lie anywhere in the project, where a file
+/// rasen did not create may already be (`background.pid_file: README.md`):
+/// such a file is never replaced, appended to or removed. In `.rasen/`,
+/// every file at one of rasen's names is rasen's; elsewhere, only one
+/// whose content is what rasen writes there is (a PID, a log whose lines
+/// start with a timestamp, a status file that loads). And no file is
+/// reached through a symlinked directory, nor is a symlink itself.
+fn check_background_files(project: &Project) -> Result<()> {
+    lock::check_pid_file(project)?;
+    let log = project.log_file();
+    project.refuse_links_on_the_way("background.log_file", &log)?;
+    let ours =
+        if project.in_rasen_dir(&log) { !is_symlink(&log) } else { logger::is_a_rasen_log(&log) };
+    if !ours {
+        return Err(project.foreign_file_error("background.log_file", &log, "log"));
+    }
+    let status = project.status_file();
+    project.refuse_links_on_the_way("background.status_file", &status)?;
+    if !project.in_rasen_dir(&status) {
+        load_status_file(project)?;
+    }
+    Ok(())
+}
+
+/// status.json. Outside `.rasen/`, a file that does not load is not
+/// rasen's (README.md), and the error says so rather than "fix or remove
+/// the file".
+fn load_status_file(project: &Project) -> Result<Option<StatusFile>> {
+    let path = project.status_file();
+    let loaded = store::load::<StatusFile>(&project.user_path(&path));
+    if loaded.is_err() && !project.in_rasen_dir(&path) {
+        return Err(project.foreign_file_error("background.status_file", &path, "status"));
+    }
+    loaded
+}
+
+fn is_symlink(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+/// There is a task, and no symlink in its place: refused here, where the
+/// error reaches the terminal, rather than in the daemon. (A task that
+/// cannot be read otherwise fails the run's start, which status records.)
+fn check_task_file(project: &Project) -> Result<()> {
+    let path = project.user_path(&project.task_file());
+    match std::fs::symlink_metadata(&path) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(store::symlink_refused(&path)),
+        Ok(_) => Ok(()),
+        Err(_) => Err(Error::usage(format!(
+            "no task in {}: start with 'rasen init --task \"…\"'",
+            project.show(&project.rasen_dir())
+        ))),
+    }
 }
 
 fn refuse_if_running(project: &Project) -> Result<()> {
@@ -287,7 +360,7 @@ fn check_state_files(project: &Project) -> Result<()> {
 /// Whether status.json says the last run died while planning (see
 /// `status::Phase::Planning`); only meaningful while nobody runs.
 fn planning_was_cut_short(project: &Project) -> Result<bool> {
-    let status = store::load::<StatusFile>(&project.user_path(&project.status_file()))?;
+    let status = load_status_file(project)?;
     Ok(status.is_some_and(|s| s.planning_unfinished()))
 }
 
@@ -324,10 +397,12 @@ fn run_in_foreground(project: &Project, options: RunOptions) -> Result<i32> {
 pub fn status(dir: &Path, json: bool) -> Result<i32> {
     let project = Project::open_despite_config(dir, "show the status")?;
     let liveness = lock::liveness(&project)?;
-    let mut file = store::load::<StatusFile>(&project.user_path(&project.status_file()))?;
-    if file.is_none() && project.task_file().exists() {
-        // status.json is a runtime file and may be gone (`git clean -fX`);
-        // the task and the plan are not: show what they say.
+    let mut file = load_status_file(&project)?;
+    let running = matches!(liveness, Liveness::Running { .. });
+    if file.is_none() && (running || project.task_file().exists()) {
+        // status.json may be gone (`git clean -fX` removes everything in
+        // .rasen/ but its .gitignore): the lock, the task and the plan
+        // still say what they can.
         let mut initialized = StatusFile::initialized();
         if let Ok(Some(plan)) = store::load::<Plan>(&project.plan_file()) {
             let (done, total) = plan.progress();
@@ -360,6 +435,7 @@ fn orphaned_agent(file: &Option<StatusFile>, liveness: &Liveness) -> Vec<i32> {
 pub fn logs(dir: &Path, lines: usize, follow: bool) -> Result<i32> {
     let project = Project::open_despite_config(dir, "show the log")?;
     let path = project.log_file();
+    project.refuse_links_on_the_way("background.log_file", &path)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if follow {

@@ -121,8 +121,9 @@ pub struct MemoryConfig {
     pub max_bytes: u64,
 }
 
-/// Paths as written: relative ones are relative to the project directory
-/// (see `Config::resolve`).
+/// Paths relative to the project directory (see `Config::resolve`), checked
+/// at load to stay inside the project (`Reader::file_in_project`) and kept
+/// in their plain form (`logs/./a/../rasen.log` is `logs/rasen.log`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct BackgroundConfig {
     pub status_file: PathBuf,
@@ -239,6 +240,7 @@ impl Config {
                 }
             }
         }
+        config.background.check_distinct(file_label)?;
         Ok(config)
     }
 
@@ -284,9 +286,9 @@ impl Config {
                 q.recurring_issue_threshold = r.positive(node, path)?
             }
             "memory.max_bytes" => self.memory.max_bytes = r.non_negative(node, path)?,
-            "background.status_file" => b.status_file = r.path(node, path)?,
-            "background.pid_file" => b.pid_file = r.path(node, path)?,
-            "background.log_file" => b.log_file = r.path(node, path)?,
+            "background.status_file" => b.status_file = r.file_in_project(node, path)?,
+            "background.pid_file" => b.pid_file = r.file_in_project(node, path)?,
+            "background.log_file" => b.log_file = r.file_in_project(node, path)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -337,13 +339,10 @@ impl Config {
             .collect()
     }
 
-    /// `p` inside the project: `project_dir.join(p)` unless `p` is absolute.
+    /// `p` (a `background.*` path: relative, inside the project) under
+    /// `project_dir`.
     pub fn resolve(&self, project_dir: &Path, p: &Path) -> PathBuf {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            project_dir.join(p)
-        }
+        project_dir.join(p)
     }
 
     fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<()> {
@@ -391,6 +390,82 @@ fn file_label(project_dir: &Path) -> String {
         "rasen.yml".to_string()
     } else {
         project_dir.join("rasen.yml").display().to_string()
+    }
+}
+
+/// rasen's files whose place is fixed (project.rs names the same ones; a
+/// test there checks that they agree), and `.git/`: no `background.*`
+/// path may name one of them, or lie inside `.rasen/prompts/` or `.git/`.
+pub const FIXED_PLACES: &[(&str, &str)] = &[
+    ("rasen.yml", "the configuration"),
+    (".rasen", "rasen's directory"),
+    (".rasen/task.txt", "the task"),
+    (".rasen/implementation_plan.json", "the plan"),
+    (".rasen/attempt_history.json", "the attempt history"),
+    (".rasen/good_commits.json", "the good commits"),
+    (".rasen/memories.md", "the agent's memories"),
+    (".rasen/state.lock", "the state lock"),
+    (".rasen/.gitignore", "rasen's .gitignore"),
+    (".rasen/prompts", "the prompt overrides"),
+    (".git", "git's directory"),
+];
+
+/// `p` in its plain form (no `.`, each `..` applied), when it names a file
+/// inside the project that is none of `FIXED_PLACES`; else why not. Purely
+/// lexical: whether a directory on the way is a symlink is checked where
+/// the file is used (`Project::refuse_links_on_the_way`).
+fn plain_path(p: &Path) -> std::result::Result<PathBuf, String> {
+    use std::path::Component;
+    let shown = p.display();
+    let mut plain = PathBuf::new();
+    for component in p.components() {
+        match component {
+            Component::CurDir => {}
+            Component::Normal(name) => plain.push(name),
+            Component::ParentDir if plain.pop() => {}
+            Component::ParentDir => {
+                return Err(format!(
+                    "must stay inside the project, but {shown} climbs out of it with '..'"
+                ))
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(format!(
+                    "must stay inside the project, written relative to it (like \
+                     .rasen/rasen.pid), not as the absolute path {shown}"
+                ))
+            }
+        }
+    }
+    if plain.as_os_str().is_empty() {
+        return Err(format!("must name a file inside the project, not {shown:?}"));
+    }
+    for (place, what) in FIXED_PLACES {
+        let is_dir = matches!(*place, ".git" | ".rasen/prompts");
+        if plain == Path::new(place) || (is_dir && plain.starts_with(place)) {
+            return Err(format!("{shown} is {what}; choose a path of its own for this file"));
+        }
+    }
+    Ok(plain)
+}
+
+impl BackgroundConfig {
+    /// No two `background.*` keys may name the same file: the PID file
+    /// would overwrite the log, or the other way round.
+    fn check_distinct(&self, file_label: &str) -> Result<()> {
+        let keys = [
+            ("background.status_file", &self.status_file),
+            ("background.pid_file", &self.pid_file),
+            ("background.log_file", &self.log_file),
+        ];
+        for (i, (first, path)) in keys.iter().enumerate() {
+            if let Some((second, _)) = keys[i + 1..].iter().find(|(_, other)| other == path) {
+                return Err(Error::config(format!(
+                    "{file_label}: {first} and {second} are both {}; give each a file of its own",
+                    path.display()
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -513,8 +588,11 @@ impl Reader<'_> {
         Ok(text)
     }
 
-    fn path(&self, node: &Node, path: &str) -> Result<PathBuf> {
-        self.non_empty_text(node, path).map(PathBuf::from)
+    /// A file of rasen's that may live anywhere in the project: a relative
+    /// path that stays inside it, in its plain form (see `plain_path`).
+    fn file_in_project(&self, node: &Node, path: &str) -> Result<PathBuf> {
+        let text = self.non_empty_text(node, path)?;
+        plain_path(Path::new(&text)).map_err(|why| self.error(node, path, why))
     }
 
     /// A list of strings; an empty value is the empty list.
@@ -664,7 +742,7 @@ mod tests {
             memory: MemoryConfig { max_bytes: 23 },
             background: BackgroundConfig {
                 status_file: PathBuf::from("s.json"),
-                pid_file: PathBuf::from("/run/r.pid"),
+                pid_file: PathBuf::from("run/r.pid"),
                 log_file: PathBuf::from("l.log"),
             },
         }
@@ -975,9 +1053,35 @@ mod tests {
             config.resolve(project, &config.background.pid_file),
             Path::new("/srv/proj/.rasen/rasen.pid")
         );
+    }
+
+    #[test]
+    fn background_paths_stay_inside_the_project_in_their_plain_form() {
+        let config = parse("background:\n  log_file: ./logs/old/../rasen.log\n  pid_file: run/\n");
+        assert_eq!(config.background.log_file, Path::new("logs/rasen.log"));
+        assert_eq!(config.background.pid_file, Path::new("run"));
+        let cases = [
+            ("pid_file: /run/rasen.pid", "2:13: background.pid_file: must stay inside the project, written relative to it (like .rasen/rasen.pid), not as the absolute path /run/rasen.pid"),
+            ("log_file: ../rasen.log", "2:13: background.log_file: must stay inside the project, but ../rasen.log climbs out of it with '..'"),
+            ("status_file: a/../../b.json", "2:16: background.status_file: must stay inside the project, but a/../../b.json climbs out of it with '..'"),
+            ("pid_file: a/..", "2:13: background.pid_file: must name a file inside the project, not \"a/..\""),
+            ("pid_file: .rasen/task.txt", "2:13: background.pid_file: .rasen/task.txt is the task; choose a path of its own for this file"),
+            ("log_file: ./rasen.yml", "2:13: background.log_file: ./rasen.yml is the configuration; choose a path of its own for this file"),
+            ("log_file: .git/hooks/pre-commit", "2:13: background.log_file: .git/hooks/pre-commit is git's directory; choose a path of its own for this file"),
+            ("log_file: .rasen/prompts/coder.md", "2:13: background.log_file: .rasen/prompts/coder.md is the prompt overrides; choose a path of its own for this file"),
+            ("status_file: .rasen", "2:16: background.status_file: .rasen is rasen's directory; choose a path of its own for this file"),
+        ];
+        for (line, expected) in cases {
+            let text = format!("background:\n  {line}\n");
+            assert_eq!(error_of(&text), format!("rasen.yml:{expected}"), "{line}");
+        }
+    }
+
+    #[test]
+    fn two_background_keys_may_not_name_the_same_file() {
         assert_eq!(
-            config.resolve(project, Path::new("/var/log/r.log")),
-            Path::new("/var/log/r.log")
+            error_of("background:\n  pid_file: .rasen/./rasen.log\n"),
+            "rasen.yml: background.pid_file and background.log_file are both .rasen/rasen.log; give each a file of its own"
         );
     }
 }

@@ -20,7 +20,7 @@ use miniserde::json::Value;
 use miniserde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::store::{state_words, Fields, Kind, StateFile};
+use crate::store::{self, state_words, Fields, Kind, StateFile};
 
 pub use reconcile::{reconcile, PlanAndGit};
 
@@ -219,16 +219,15 @@ pub fn earlier_attempts_to_show<'a>(
 /// exist. Only the tail is read, however big the file. The cut falls on a
 /// character boundary, and on a line boundary when that loses less than
 /// half of the tail.
+///
+/// Never read through a symlink (the agent writes this file, and may
+/// leave a link there): that is an error naming the file.
 pub fn memories_tail(path: &Path, max_bytes: u64) -> Result<String> {
-    read_tail(path, max_bytes).map_err(|e| Error::io(path, "cannot read the memory file", e))
+    let Some(file) = store::open_to_read(path)? else { return Ok(String::new()) };
+    read_tail(file, max_bytes).map_err(|e| Error::io(path, "cannot read the memory file", e))
 }
 
-fn read_tail(path: &Path, max_bytes: u64) -> io::Result<String> {
-    let mut file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(String::new()),
-        Err(e) => return Err(e),
-    };
+fn read_tail(mut file: File, max_bytes: u64) -> io::Result<String> {
     let len = file.metadata()?.len();
     if max_bytes == 0 {
         return Ok(String::new());

@@ -12,7 +12,8 @@
 //! The file is opened with O_APPEND (whole lines from several writers never
 //! interleave mid-line), O_NOFOLLOW (a symlink planted at the log path is
 //! refused, not written through) and mode 0600: agent output may hold
-//! secrets.
+//! secrets. `is_a_rasen_log` tells a log of rasen's from a file it did not
+//! write, which it must never append to.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -63,6 +64,40 @@ pub fn open_for_append(path: &Path) -> Result<File> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
         .map_err(|e| Error::io(path, "cannot open the log file", e))
+}
+
+/// Whether the file at `path` may be appended to as rasen's log: nothing
+/// is there, or a regular file (not a symlink) that is empty or starts the
+/// way every line of rasen's log does, with a UTC timestamp
+/// (`2026-01-27T18:45:00Z `).
+pub fn is_a_rasen_log(path: &Path) -> bool {
+    use std::io::Read;
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path);
+    let file = match opened {
+        Ok(file) => file,
+        Err(e) => return e.kind() == std::io::ErrorKind::NotFound,
+    };
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return false;
+    }
+    let mut start = Vec::new();
+    if file.take(21).read_to_end(&mut start).is_err() {
+        return false;
+    }
+    start.is_empty() || starts_with_a_timestamp(&start)
+}
+
+/// `2026-01-27T18:45:00Z `: digits where `clock::now_iso` puts them.
+fn starts_with_a_timestamp(text: &[u8]) -> bool {
+    const SHAPE: &[u8] = b"0000-00-00T00:00:00Z ";
+    text.len() == SHAPE.len()
+        && text
+            .iter()
+            .zip(SHAPE)
+            .all(|(&c, &s)| if s == b'0' { c.is_ascii_digit() } else { c == s })
 }
 
 /// Logs one line: `2026-01-27T18:45:00Z message`, control characters
@@ -159,5 +194,29 @@ mod tests {
             message_of(&format_agent_line("coder t\r1", "\x1b[31mred\x1b[0m\u{9b}\0\tend\r\n")),
             "[coder t\\r1] \\e[31mred\\e[0m\\u{9b}\\x00\tend"
         );
+    }
+
+    #[test]
+    fn a_rasen_log_is_absent_empty_or_starts_with_a_timestamp() {
+        let dir = std::env::temp_dir().join(format!("rasen-logger-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rasen.log");
+        assert!(is_a_rasen_log(&path), "absent");
+        for (text, ours) in [
+            ("", true),
+            ("2026-01-27T18:45:00Z run started\n", true),
+            (&format!("{} [coder] hi\n", clock::now_iso()), true),
+            ("A project for a rasen test.\n", false),
+            ("2026-01-27 18:45:00 not ours\n", false),
+            ("2026-01-27T18:45:00Z", false),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            assert_eq!(is_a_rasen_log(&path), ours, "{text:?}");
+        }
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(dir.join("target"), &path).unwrap();
+        std::fs::write(dir.join("target"), "").unwrap();
+        assert!(!is_a_rasen_log(&path), "a link");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -7,6 +7,11 @@
 //! (`text::LogEscaper`): a log written by an older rasen, or edited, may
 //! hold raw escape sequences, and they must not reach the terminal.
 //!
+//! It never reads through a symlink (nor anything but a regular file): a
+//! link at the log's path is refused at the start, and one that appears
+//! later is skipped with a warning, the follower staying on the file it
+//! has (where rasen's logger, which refuses links too, goes on writing).
+//!
 //! The follower polls (one `stat` of the path and one `fstat` of the open
 //! file every 200 ms) instead of using inotify: it is portable, works on any
 //! file system, and an idle follower costs nothing measurable.
@@ -14,13 +19,13 @@
 use std::fs::{File, Metadata};
 use std::io::{self, Write};
 use std::os::fd::AsFd;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::text::{escape_controls, LogEscaper};
-use crate::{signals, sys};
+use crate::{signals, store, sys};
 
 /// How much of the log is read at a time, backwards or forwards.
 const BLOCK_SIZE: usize = 64 * 1024;
@@ -46,6 +51,11 @@ pub fn print_last_lines(path: &Path, n: usize, out: &mut dyn Write) -> Result<()
 /// new lines as they are written, until Ctrl-C or until the reader of `out`
 /// goes away (both end it quietly with `Ok`).
 pub fn follow(path: &Path, n: usize, out: &mut dyn Write) -> Result<()> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_symlink() {
+            return Err(store::symlink_refused(path));
+        }
+    }
     let mut follower = Follower::new(path);
     finish_output(path, follow_until_stopped(&mut follower, n, &mut Escaped::new(out)))
 }
@@ -67,6 +77,14 @@ fn follow_until_stopped(follower: &mut Follower, n: usize, out: &mut dyn Write) 
             return Ok(());
         }
         follower.poll_once(out)?;
+        if follower.take_skip_warning() {
+            let _ = writeln!(
+                io::stderr(),
+                "rasen: {} is a symbolic link or not a regular file; not reading it \
+                 (waiting for a real log)",
+                follower.path.display()
+            );
+        }
     }
     Ok(())
 }
@@ -111,23 +129,37 @@ fn finish_output(path: &Path, result: io::Result<()>) -> Result<()> {
     }
 }
 
+/// The log, never through a symlink (see `store::open_to_read`).
 fn open_log(path: &Path) -> Result<File> {
-    match File::open(path) {
-        Ok(file) => Ok(file),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::failed(format!(
+    store::open_to_read(path)?.ok_or_else(|| {
+        Error::failed(format!(
             "{}: no such file: no run has written a log yet (start one with `rasen run`, \
              or wait for it with `rasen logs --follow`)",
             path.display()
-        ))),
-        Err(e) => Err(Error::io(path, "cannot open the log", e)),
-    }
+        ))
+    })
 }
 
-/// `None` when `path` does not exist (yet, or any more).
-fn open_if_exists(path: &Path) -> io::Result<Option<File>> {
-    match File::open(path) {
-        Ok(file) => Ok(Some(file)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+/// What the follower finds at the log's path.
+enum Found {
+    Log(File),
+    Nothing,
+    /// A symlink, a FIFO, a directory: not read.
+    NotALog,
+}
+
+/// Opens the log at `path` if a regular file is there, never following a
+/// link or blocking on a FIFO.
+fn open_if_exists(path: &Path) -> io::Result<Found> {
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path);
+    match opened {
+        Ok(file) if file.metadata()?.is_file() => Ok(Found::Log(file)),
+        Ok(_) => Ok(Found::NotALog),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Found::Nothing),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Ok(Found::NotALog),
         Err(e) => Err(e),
     }
 }
@@ -232,6 +264,10 @@ pub struct Follower {
     identity: Option<FileIdentity>,
     /// The start of a line whose newline has not been read yet.
     partial: Vec<u8>,
+    /// Whether the path holds something that is not a log (a symlink), and
+    /// whether that has been said.
+    skipping: bool,
+    skip_said: bool,
 }
 
 impl Follower {
@@ -243,7 +279,17 @@ impl Follower {
             offset: 0,
             identity: None,
             partial: Vec::new(),
+            skipping: false,
+            skip_said: false,
         }
+    }
+
+    /// True once each time the follower starts skipping what is at the
+    /// path (a symlink): the caller warns then.
+    pub fn take_skip_warning(&mut self) -> bool {
+        let warn = self.skipping && !self.skip_said;
+        self.skip_said = self.skipping;
+        warn
     }
 
     /// True while a file is open (the log existed at some point).
@@ -255,7 +301,7 @@ impl Follower {
     /// holding back an unfinished last line. When it does not exist, the
     /// first `poll_once` that finds it prints it from its start.
     pub fn start(&mut self, n: usize, out: &mut dyn Write) -> io::Result<()> {
-        let Some(file) = open_if_exists(&self.path)? else {
+        let Some(file) = self.open_log()? else {
             return Ok(());
         };
         let len = file.metadata()?.len();
@@ -283,12 +329,22 @@ impl Follower {
             }
         }
         if self.file.is_none() {
-            if let Some(file) = open_if_exists(&self.path)? {
+            if let Some(file) = self.open_log()? {
                 self.attach(file, 0)?;
                 self.read_new_data(out)?;
             }
         }
         out.flush()
+    }
+
+    /// The log at the path, if a regular file is there; notes a link.
+    fn open_log(&mut self) -> io::Result<Option<File>> {
+        let found = open_if_exists(&self.path)?;
+        self.skipping = matches!(found, Found::NotALog);
+        Ok(match found {
+            Found::Log(file) => Some(file),
+            Found::Nothing | Found::NotALog => None,
+        })
     }
 
     fn attach(&mut self, file: File, offset: u64) -> io::Result<()> {
@@ -307,10 +363,19 @@ impl Follower {
 
     /// True when the path now names a different file than the one open.
     /// A path that vanished is not a rotation yet: the writer may still
-    /// append to the open file, and the new file has not appeared.
-    fn path_names_another_file(&self) -> bool {
-        match std::fs::metadata(&self.path) {
-            Ok(metadata) => Some(FileIdentity::of(&metadata)) != self.identity,
+    /// append to the open file, and the new file has not appeared. Nor is
+    /// a symlink one: it is never read, and rasen's logger does not write
+    /// through it either.
+    fn path_names_another_file(&mut self) -> bool {
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(metadata) if metadata.is_file() => {
+                self.skipping = false;
+                Some(FileIdentity::of(&metadata)) != self.identity
+            }
+            Ok(_) => {
+                self.skipping = true;
+                false
+            }
             Err(_) => false,
         }
     }
@@ -694,5 +759,49 @@ mod tests {
         assert_eq!(poll(&mut follower).len(), long.len());
         append(&dir.log(), "y\n");
         assert_eq!(poll(&mut follower), "y\n");
+    }
+
+    #[test]
+    fn a_symlinked_log_is_refused_not_printed() {
+        let dir = TempDir::new("link");
+        let secret = dir.0.join("secret");
+        fs::write(&secret, "secret line\n").unwrap();
+        std::os::unix::fs::symlink(&secret, dir.log()).unwrap();
+        let mut out = Vec::new();
+        let err = print_last_lines(&dir.log(), 10, &mut out).unwrap_err();
+        assert_eq!(err.code, crate::error::EXIT_USAGE);
+        assert!(err.message.contains("is a symbolic link"), "{}", err.message);
+        let err = follow(&dir.log(), 10, &mut out).unwrap_err();
+        assert!(err.message.contains("is a symbolic link"), "{}", err.message);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn follow_skips_a_link_at_the_path_and_stays_on_its_file() {
+        let dir = TempDir::new("followlink");
+        let (old, secret) = (dir.0.join("rasen.log.1"), dir.0.join("secret"));
+        fs::write(&secret, "secret line\n").unwrap();
+        append(&dir.log(), "one\n");
+        let (mut follower, printed) = started(&dir.log(), 10);
+        assert_eq!(printed, "one\n");
+        fs::rename(dir.log(), &old).unwrap();
+        std::os::unix::fs::symlink(&secret, dir.log()).unwrap();
+        append(&old, "two\n");
+        assert_eq!(poll(&mut follower), "two\n");
+        assert!(follower.take_skip_warning());
+        assert!(!follower.take_skip_warning(), "said once");
+        fs::remove_file(dir.log()).unwrap();
+        append(&dir.log(), "three\n");
+        assert_eq!(poll(&mut follower), "three\n");
+
+        // A link where no log was yet is skipped too, until a log is there.
+        fs::remove_file(dir.log()).unwrap();
+        std::os::unix::fs::symlink(&secret, dir.log()).unwrap();
+        let mut late = Follower::new(&dir.log());
+        assert_eq!(poll(&mut late), "");
+        assert!(late.take_skip_warning());
+        fs::remove_file(dir.log()).unwrap();
+        append(&dir.log(), "four\n");
+        assert_eq!(poll(&mut late), "four\n");
     }
 }

@@ -2,15 +2,17 @@
 //! into the binary (`src/prompts/*.md`), a project's overrides in
 //! `.rasen/prompts/<role>.md`, and `{placeholder}` substitution. This module
 //! only reads templates and fills them in; it never decides what goes into
-//! them (the orchestrator passes the values) and never writes a file.
+//! them (the orchestrator passes the values), never reads an override
+//! through a symlink, and never writes a file.
 //!
 //! A placeholder is `{name}` where `name` is lowercase letters and
 //! underscores. Any other brace (JSON such as `{"id": 1}`, `{ }`, `{Name}`)
 //! is plain text. Values are inserted as they are and never scanned again,
 //! so a diff or a task that contains `{task}` cannot expand.
 
-use std::fs;
-use std::io;
+use std::fs::OpenOptions;
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::config::BackpressureConfig;
@@ -18,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::history::{self, Attempt, AttemptHistory, Outcome};
 use crate::plan::Subtask;
 use crate::project::Project;
-use crate::text;
+use crate::{store, text};
 
 /// Which kind of session a prompt is for; also the template's file name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -239,17 +241,34 @@ pub fn render(project_dir: &Path, role: Role, vars: &[(&str, String)]) -> Result
     }
 }
 
-/// The override's text, or `None` when the project has none.
+/// The override's text, or `None` when the project has none. Never read
+/// through a symlink, the file's or its directory's: an override is the
+/// project's own words, not whatever a link points at. (Unlike a state
+/// file, it may be a FIFO that something writes the template into: it is
+/// the project's to choose.)
 fn read_override(path: &Path) -> Result<Option<String>> {
-    match fs::read_to_string(path) {
-        Ok(text) => Ok(Some(text)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) if e.kind() == io::ErrorKind::InvalidData => Err(Error::config(format!(
+    if let Some(dir) = path.parent() {
+        store::refuse_symlinked_dir(dir)?;
+    }
+    let opened =
+        OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path);
+    let mut file = match opened {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(store::symlink_refused(path))
+        }
+        Err(e) => return Err(Error::io(path, "cannot open the prompt template", e)),
+    };
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, "cannot read the prompt template", e))?;
+    String::from_utf8(bytes).map(Some).map_err(|_| {
+        Error::config(format!(
             "{}: the prompt template is not UTF-8 text; save it as UTF-8 or remove it to use the built-in one",
             path.display()
-        ))),
-        Err(e) => Err(Error::io(path, "cannot read the prompt template", e)),
-    }
+        ))
+    })
 }
 
 /// Replaces each `{name}` of a known placeholder with its first value in
@@ -303,6 +322,7 @@ fn unknown_placeholder(template: &str, label: &str, position: usize, name: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     /// A fresh project directory for one test, removed when dropped.

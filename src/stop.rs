@@ -47,9 +47,9 @@ fn clean_up_after_a_dead_run(project: &Project) -> Result<i32> {
     let Some(lock) = RunLock::try_acquire(project)? else {
         return Err(Error::failed("an orchestrator has just started; run 'rasen stop' again"));
     };
-    let stale = lock::read_pid_file(&project.pid_file());
-    let pid_file_exists = std::fs::symlink_metadata(project.pid_file()).is_ok();
-    if pid_file_exists {
+    // Only a PID file of rasen's is stale; a file rasen did not write at
+    // that path (`background.pid_file: README.md`) is left alone.
+    if let lock::PidFile::Ours(stale) = lock::PidFile::of(project) {
         let who =
             stale.map(|p| format!(" (process {p} is gone or is not rasen)")).unwrap_or_default();
         say!(

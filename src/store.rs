@@ -4,9 +4,16 @@
 //! read-modify-write cycles, pretty JSON in struct order, and loading with
 //! an error that says what is wrong and where.
 //!
-//! It must never write through a symlink, never leave a partial file where
-//! a reader or a `kill -9` could see one, and never modify (or remove) a
-//! state file that it failed to read: a bad file is reported and kept.
+//! It also owns how rasen's files are kept private: `.rasen/` is 0700 and
+//! every file written through here is 0600 unless a caller asks otherwise
+//! (the operator's umask can only tighten that), because agent output lands
+//! in several of them; and how they are opened for reading, never through a
+//! symlink and never anything but a regular file.
+//!
+//! It must never write or read through a symlink, never leave a partial
+//! file where a reader or a `kill -9` could see one, and never modify (or
+//! remove) a state file that it failed to read: a bad file is reported and
+//! kept.
 
 mod leftovers;
 mod pretty;
@@ -31,8 +38,13 @@ pub use pretty::to_pretty_json;
 pub use shape::{Fields, Kind};
 pub(crate) use words::state_words;
 
-/// Mode of every state file: readable by all, writable by the owner only.
-pub const STATE_FILE_MODE: u32 = 0o644;
+/// Mode of every file rasen writes in `.rasen/`: the owner's alone. Agent
+/// output lands in status.json, the attempt history and the log, and agent
+/// output may hold secrets. The umask can only narrow it.
+pub const STATE_FILE_MODE: u32 = 0o600;
+
+/// Mode of `.rasen/` (and of any directory rasen creates for its files).
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
 
 /// What every state-file error ends with: the way out, and the promise.
 const FIX_HINT: &str = "fix or remove the file (rasen left it unchanged)";
@@ -78,13 +90,10 @@ impl ParseProblem {
 
 /// Loads a state file. `Ok(None)` when it does not exist; an `Error::state`
 /// (exit 2) naming the file, the problem and what to do when it cannot be
-/// used. Only ever reads the file.
+/// used (a symlink is such a file: it is not followed). Only ever reads the
+/// file.
 pub fn load<T: StateFile>(path: &Path) -> Result<Option<T>> {
-    let bytes = match fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(path, "cannot read the state file", e)),
-    };
+    let Some(bytes) = read_bytes(path)? else { return Ok(None) };
     match parse_state::<T>(&bytes) {
         Ok(value) => Ok(Some(value)),
         Err(problem) => Err(state_file_error(problem.located(&path.display().to_string()))),
@@ -128,7 +137,51 @@ fn check_version<T: StateFile>(value: T) -> std::result::Result<T, ParseProblem>
     }
 }
 
-/// Writes `value` to `path` as pretty JSON, atomically, mode 0644.
+/// Opens `path` for reading the way every read of a file of rasen's must:
+/// never through a symlink (O_NOFOLLOW), never blocking on a FIFO, and only
+/// a regular file. `Ok(None)` when nothing is there. A link or anything
+/// else is an `Error::state` (exit 2) naming the file; what it points to is
+/// never opened, let alone quoted.
+pub fn open_to_read(path: &Path) -> Result<Option<File>> {
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path);
+    let file = match opened {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(symlink_refused(path)),
+        Err(e) => return Err(Error::io(path, "cannot open", e)),
+    };
+    let meta = file.metadata().map_err(|e| Error::io(path, "cannot inspect", e))?;
+    if !meta.is_file() {
+        return Err(Error::failed(format!(
+            "{}: is not a regular file; rasen reads only plain files there (remove it)",
+            path.display()
+        )));
+    }
+    Ok(Some(file))
+}
+
+/// The whole content of `path`, opened as `open_to_read` does; `Ok(None)`
+/// when it does not exist.
+pub fn read_bytes(path: &Path) -> Result<Option<Vec<u8>>> {
+    let Some(mut file) = open_to_read(path)? else { return Ok(None) };
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut file, &mut bytes).map_err(|e| Error::io(path, "cannot read", e))?;
+    Ok(Some(bytes))
+}
+
+/// The refusal for a symlink where rasen expects its own file.
+pub fn symlink_refused(path: &Path) -> Error {
+    Error::state(format!(
+        "{}: is a symbolic link; rasen never reads or writes through links there \
+         (replace the link with the file itself)",
+        path.display()
+    ))
+}
+
+/// Writes `value` to `path` as pretty JSON, atomically, mode 0600.
 pub fn save<T: StateFile>(path: &Path, value: &T) -> Result<()> {
     write_atomically(path, to_pretty_json(value).as_bytes(), STATE_FILE_MODE)
 }
@@ -137,16 +190,68 @@ pub fn save<T: StateFile>(path: &Path, value: &T) -> Result<()> {
 /// between threads.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Creates directory `dir` (and its parents) with mode 0755 at most,
-/// whatever the umask: whoever may write in `.rasen/` may replace the
-/// state files and the PID file.
+/// Creates directory `dir` (and its missing parents) with mode 0700,
+/// narrowed by the umask: whoever may read in it may read agent output,
+/// and whoever may write in it may replace the state files.
 pub fn create_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o755)
+        .mode(PRIVATE_DIR_MODE)
         .create(dir)
         .map_err(|e| Error::io(dir, "cannot create the directory", e))
+}
+
+/// Opens rasen's own directory `dir` (`.rasen/`), creating it if missing,
+/// and makes it private: group and world bits are taken away from one
+/// that has them (an older rasen made it 0755). A symlink there is
+/// refused, never followed: the files in it would be written elsewhere.
+/// The open directory is returned for the run lock.
+pub fn open_private_dir(dir: &Path) -> Result<File> {
+    refuse_symlinked_dir(dir)?;
+    create_dir(dir)?;
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir);
+    let file = match opened {
+        Ok(file) => file,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(symlinked_dir_error(dir)),
+        Err(e) => return Err(Error::io(dir, "cannot open", e)),
+    };
+    make_private(&file, dir)?;
+    Ok(file)
+}
+
+/// Takes group and world bits away from the open directory `file`.
+fn make_private(file: &File, dir: &Path) -> Result<()> {
+    let mode = file.metadata().map_err(|e| Error::io(dir, "cannot inspect", e))?.permissions();
+    if mode.mode() & 0o077 == 0 {
+        return Ok(());
+    }
+    file.set_permissions(Permissions::from_mode(mode.mode() & PRIVATE_DIR_MODE)).map_err(|e| {
+        Error::failed(format!(
+            "{}: cannot make it private (chmod 700): {e}; rasen keeps agent output there \
+             (run as its owner, or chmod it yourself)",
+            dir.display()
+        ))
+    })
+}
+
+/// Fails (exit 2) when `dir` is a symbolic link.
+pub fn refuse_symlinked_dir(dir: &Path) -> Result<()> {
+    match fs::symlink_metadata(dir) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(symlinked_dir_error(dir)),
+        _ => Ok(()),
+    }
+}
+
+fn symlinked_dir_error(dir: &Path) -> Error {
+    Error::state(format!(
+        "{}: is a symbolic link; rasen keeps its files only in a real directory \
+         (replace the link with the directory it points to)",
+        dir.display()
+    ))
 }
 
 /// Replaces `path` with `bytes` so that every reader, and every instant of
@@ -154,14 +259,15 @@ pub fn create_dir(dir: &Path) -> Result<()> {
 /// same directory, written and fsynced, renamed over `path`, then the
 /// directory fsynced so the rename itself survives a power loss.
 ///
-/// The file gets `mode` exactly, whatever the umask, minus group/world
-/// write and special bits. A symlink at `path` is refused (nothing is
-/// written). The temp file is removed on any failure.
+/// The file gets `mode` minus group/world write and special bits, narrowed
+/// by the umask (which can only make it more private). A symlink at `path`
+/// is refused (nothing is written). The temp file is removed on any
+/// failure.
 pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let mode = mode & 0o755;
     refuse_symlink(path)?;
     let (temp_path, file) = create_temp_beside(path, mode)?;
-    let written = fill_temp(file, bytes, mode)
+    let written = fill_temp(file, bytes)
         .and_then(|()| fs::rename(&temp_path, path))
         .map_err(|e| Error::io(path, "cannot replace the file", e));
     if written.is_err() {
@@ -176,10 +282,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 /// refusing up front just makes the planted link visible.)
 fn refuse_symlink(path: &Path) -> Result<()> {
     match fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_symlink() => Err(Error::failed(format!(
-            "{}: is a symbolic link; rasen does not write through links (remove the link)",
-            path.display()
-        ))),
+        Ok(meta) if meta.file_type().is_symlink() => Err(symlink_refused(path)),
         Ok(_) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io(path, "cannot inspect the file", e)),
@@ -213,12 +316,10 @@ fn create_temp_beside(path: &Path, mode: u32) -> Result<(PathBuf, File)> {
     }
 }
 
-/// Writes the content, sets the mode explicitly (the umask only narrowed
-/// the mode given to open), and fsyncs, so the rename publishes a complete
-/// file.
-fn fill_temp(mut file: File, bytes: &[u8], mode: u32) -> io::Result<()> {
+/// Writes the content and fsyncs, so the rename publishes a complete file.
+/// Its mode is the one it was created with, narrowed by the umask.
+fn fill_temp(mut file: File, bytes: &[u8]) -> io::Result<()> {
     file.write_all(bytes)?;
-    file.set_permissions(Permissions::from_mode(mode))?;
     file.sync_all()
 }
 
@@ -253,7 +354,7 @@ pub struct FileLock {
 }
 
 impl FileLock {
-    /// Opens (creating, mode 0644) the lock file, never through a symlink,
+    /// Opens (creating, mode 0600) the lock file, never through a symlink,
     /// close-on-exec so no agent inherits it, and waits for the lock.
     pub fn acquire(path: &Path) -> Result<FileLock> {
         let file = OpenOptions::new()
@@ -365,6 +466,9 @@ mod tests {
         Sample { version: 1, name: format!("sample {n}"), items: (0..n).collect(), note: None }
     }
 
+    /// The umask is the process's: tests that change it take turns.
+    static UMASK_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     fn mode_of(path: &Path) -> u32 {
         fs::metadata(path).unwrap().mode() & 0o7777
     }
@@ -397,6 +501,7 @@ mod tests {
     fn atomic_write_sets_the_mode_whatever_the_umask() {
         let dir = TempDir::new("store-mode");
         let path = dir.join("state.json");
+        let _serial = UMASK_TESTS.lock();
         let old = sys::set_umask(0);
         let results = [
             write_atomically(&path, b"a", 0o644).map(|()| mode_of(&path)),
@@ -406,6 +511,86 @@ mod tests {
         sys::set_umask(old);
         let modes: Vec<u32> = results.into_iter().map(|r| r.unwrap()).collect();
         assert_eq!(modes, vec![0o644, 0o644, 0o600]);
+    }
+
+    #[test]
+    fn the_umask_can_only_tighten_the_mode() {
+        let dir = TempDir::new("store-umask");
+        let path = dir.join("state.json");
+        let _serial = UMASK_TESTS.lock();
+        let old = sys::set_umask(0o077);
+        let shared = write_atomically(&path, b"a", 0o644).map(|()| mode_of(&path));
+        let private = write_atomically(&path, b"b", STATE_FILE_MODE).map(|()| mode_of(&path));
+        sys::set_umask(old);
+        assert_eq!((shared.unwrap(), private.unwrap()), (0o600, 0o600));
+    }
+
+    #[test]
+    fn state_files_and_directories_are_private_whatever_the_umask() {
+        let dir = TempDir::new("store-private");
+        let (path, sub) = (dir.join("sample.json"), dir.join("a/b"));
+        let _serial = UMASK_TESTS.lock();
+        let old = sys::set_umask(0);
+        let saved = save(&path, &sample(1)).map(|()| mode_of(&path));
+        let created = create_dir(&sub).map(|()| (mode_of(&dir.join("a")), mode_of(&sub)));
+        sys::set_umask(old);
+        assert_eq!(saved.unwrap(), 0o600);
+        assert_eq!(created.unwrap(), (0o700, 0o700));
+    }
+
+    #[test]
+    fn a_private_dir_is_created_0700_and_an_open_one_is_tightened() {
+        let dir = TempDir::new("store-private-dir");
+        let rasen = dir.join(".rasen");
+        open_private_dir(&rasen).unwrap();
+        assert_eq!(mode_of(&rasen), 0o700);
+        fs::set_permissions(&rasen, Permissions::from_mode(0o755)).unwrap();
+        open_private_dir(&rasen).unwrap();
+        assert_eq!(mode_of(&rasen), 0o700);
+        fs::set_permissions(&rasen, Permissions::from_mode(0o500)).unwrap();
+        open_private_dir(&rasen).unwrap();
+        assert_eq!(mode_of(&rasen), 0o500, "only tightened, never loosened");
+    }
+
+    #[test]
+    fn a_symlinked_private_dir_is_refused_and_nothing_is_created_through_it() {
+        let dir = TempDir::new("store-dir-link");
+        let target = dir.join("elsewhere");
+        fs::create_dir(&target).unwrap();
+        std::os::unix::fs::symlink(&target, dir.join(".rasen")).unwrap();
+        let err = open_private_dir(&dir.join(".rasen")).unwrap_err();
+        assert_eq!(err.code, 2, "{err}");
+        assert!(err.message.contains(".rasen: is a symbolic link"), "{err}");
+        std::os::unix::fs::symlink(dir.join("nowhere"), dir.join("dangling")).unwrap();
+        assert!(open_private_dir(&dir.join("dangling")).is_err());
+        assert!(!dir.join("nowhere").exists());
+        assert_eq!(fs::read_dir(&target).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn load_refuses_a_symlinked_state_file_without_reading_it() {
+        let dir = TempDir::new("store-load-link");
+        let target = dir.join("target.json");
+        save(&target, &sample(2)).unwrap();
+        let link = dir.join("sample.json");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = load::<Sample>(&link).unwrap_err();
+        assert_eq!(err.code, 2, "{err}");
+        assert!(err.message.starts_with(&format!("{}: is a symbolic link", link.display())));
+        assert!(!err.message.contains("sample 2"), "{err}");
+        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    }
+
+    #[test]
+    fn load_refuses_what_is_not_a_regular_file_without_blocking() {
+        let dir = TempDir::new("store-load-fifo");
+        let fifo = dir.join("sample.json");
+        let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        let err = load::<Sample>(&fifo).unwrap_err();
+        assert!(err.message.contains("is not a regular file"), "{err}");
+        let err = load::<Sample>(dir.path()).unwrap_err();
+        assert!(err.message.contains("is not a regular file"), "{err}");
     }
 
     #[test]
@@ -432,7 +617,7 @@ mod tests {
         assert_eq!(load::<Sample>(&path).unwrap(), None);
         save(&path, &sample(3)).unwrap();
         assert_eq!(load::<Sample>(&path).unwrap(), Some(sample(3)));
-        assert_eq!(mode_of(&path), 0o644);
+        assert_eq!(mode_of(&path), 0o600);
         let text = fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("{\n  \"version\": 1,\n  \"name\": \"sample 3\",\n"), "{text}");
         assert!(text.ends_with("}\n"));

@@ -108,11 +108,15 @@ impl Run<'_> {
                 log(&format!("subtask {id}: blocked, marked failed: {why}"));
                 self.status.note_error(format!("{id} blocked: {why}"));
             }
-            Verdict::Interrupted => {
-                log(&format!("subtask {id}: interrupted; it stays in_progress and is retried first on resume"));
+            Verdict::Interrupted | Verdict::UsageLimit(_) => {
+                if verdict == Verdict::Interrupted {
+                    log(&format!("subtask {id}: interrupted; it stays in_progress and is retried first on resume"));
+                }
+                // Saved again as the run ends: a `git clean -fX` during the
+                // session may have deleted it, and it is all resume has.
+                self.save_plan(plan)?;
                 return Ok(Some(self.ending_for_cut_short(&verdict)));
             }
-            Verdict::UsageLimit(_) => return Ok(Some(self.ending_for_cut_short(&verdict))),
             Verdict::Refused(why) | Verdict::Failed(why) | Verdict::Timeout(why) => {
                 self.consecutive_failures += 1;
                 log(&format!("subtask {id}: not completed: {}", summary(&why)));

@@ -141,8 +141,7 @@ impl<'a> Run<'a> {
         // First, before anything that can fail: a failed start clears the
         // record of the session in flight, and with it the proof.
         stop_agent_left_behind(&status);
-        let task = std::fs::read_to_string(project.task_file())
-            .map_err(|e| Error::io(&project.task_file(), "cannot read the task", e))?;
+        let task = read_task(project)?;
         // Once its agent is gone: a git killed with it may have left its lock.
         if remove_index_lock_of_killed_run(project, &status)? {
             log("removed .git/index.lock left by a git killed with the last run's agent");
@@ -346,9 +345,10 @@ impl<'a> Run<'a> {
     }
 
     /// Saves status.json, and the PID file again if it was deleted.
+    /// Saves status.json, and the files a cleaner may have deleted.
     fn save_status(&mut self) -> Result<()> {
         self.status.touch(clock::now_iso());
-        lock::restore_pid_file(&self.project.pid_file());
+        restore_deleted_files(self.project, &self.task);
         store::save(&self.project.status_file(), &self.status)
     }
 
@@ -386,6 +386,20 @@ impl<'a> Run<'a> {
         };
         log(&line);
         saved
+    }
+}
+
+/// Writes the PID file and task.txt again if they were deleted under the
+/// running orchestrator (`git clean -fX` deletes all of `.rasen/`), so
+/// that what it holds in memory is not lost: the plan and status.json are
+/// rewritten at every step anyway. Best effort; only the run lock's holder
+/// calls this.
+fn restore_deleted_files(project: &Project, task: &str) {
+    lock::restore_pid_file(&project.pid_file());
+    let path = project.task_file();
+    if std::fs::symlink_metadata(&path).is_err() {
+        let text = format!("{task}\n");
+        let _ = store::write_atomically(&path, text.as_bytes(), store::STATE_FILE_MODE);
     }
 }
 
@@ -445,13 +459,26 @@ pub fn remove_index_lock_of_killed_run(project: &Project, last: &StatusFile) -> 
     }
 }
 
+/// task.txt, never through a symlink.
+fn read_task(project: &Project) -> Result<String> {
+    let path = project.task_file();
+    let bytes = store::read_bytes(&path)?
+        .ok_or_else(|| Error::failed(format!("{}: no such file", path.display())))?;
+    String::from_utf8(bytes)
+        .map_err(|_| Error::failed(format!("{}: the task is not UTF-8 text", path.display())))
+}
+
 fn load_history(project: &Project) -> Result<AttemptHistory> {
     Ok(store::load::<AttemptHistory>(&project.history_file())?.unwrap_or_else(AttemptHistory::new))
 }
 
-/// The tail of memories.md for a prompt ("" when it cannot be read).
+/// The tail of memories.md for a prompt: "" when it cannot be read (a
+/// symlink is not), and the log says why.
 fn memories(project: &Project, config: &Config) -> String {
-    history::memories_tail(&project.memories_file(), config.memory.max_bytes).unwrap_or_default()
+    history::memories_tail(&project.memories_file(), config.memory.max_bytes).unwrap_or_else(|e| {
+        log(&format!("memories not given to the agent: {e}"));
+        String::new()
+    })
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@ use crate::fault::{self, Point};
 use crate::git;
 use crate::history::Attempt;
 use crate::identity::SessionToken;
-use crate::lock;
 use crate::logger::line as log;
 use crate::plan::Subtask;
 use crate::prompts::{self, Role, Vars};
@@ -119,7 +118,7 @@ impl Run<'_> {
         self.save_status()?;
         let session_start = std::time::SystemTime::now();
         let status_path = self.project.status_file();
-        let pid_path = self.project.pid_file();
+        let (project, task) = (self.project, &self.task);
         let status = &mut self.status;
         let root = &self.project.root;
         let report = agent::run_session(&request, &mut |progress| {
@@ -134,7 +133,7 @@ impl Run<'_> {
                 }
             }
             status.touch(clock::now_iso());
-            lock::restore_pid_file(&pid_path);
+            super::restore_deleted_files(project, task);
             let _ = store::save(&status_path, status);
             if started {
                 fault::point(Point::AgentStarted);

@@ -70,10 +70,10 @@ fn stop_into_a_closed_pipe_still_stops_the_daemon() {
     assert_eq!(p.file(".rasen/rasen.pid"), None);
 }
 
-/// `git clean -fX` deletes every ignored file under .rasen/ (PID file,
-/// status.json, lock files) while a daemon runs. The run lock is on the
-/// directory, so rasen still sees the daemon: status names it, a second
-/// start is refused, stop stops it.
+/// `git clean -fX` deletes every ignored file under .rasen/ (all but its
+/// .gitignore: PID file, status.json, lock files, the task) while a daemon
+/// runs. The run lock is on the directory, so rasen still sees the daemon:
+/// status names it, a second start is refused, stop stops it.
 #[test]
 fn git_clean_does_not_make_a_running_daemon_invisible() {
     let mut p = initialized("edge-git-clean");
@@ -95,9 +95,15 @@ fn git_clean_does_not_make_a_running_daemon_invisible() {
     wait_until(20, "the log to be written again", || {
         p.file(".rasen/rasen.log").is_some_and(|log| log.contains("slow work on t1"))
     });
+    // What it holds in memory comes back too: the task, and the plan it
+    // rewrites at its next step; so `resume` finds the task after a stop.
+    wait_until(20, "task.txt to be written again", || p.file(".rasen/task.txt").is_some());
     let r = p.rasen(&["stop"]).expect_code(0);
     assert!(r.stdout.contains("Daemon stopped successfully"), "{r}");
     assert!(process_gone(daemon));
+    assert!(p.file(".rasen/implementation_plan.json").is_some(), "the plan is saved at the stop");
+    p.rasen(&["resume", "--background"]).expect_code(0);
+    p.rasen(&["stop"]).expect_code(0);
 }
 
 /// A process of the agent that moves to a process group of its own (GNU

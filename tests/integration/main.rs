@@ -18,6 +18,7 @@ mod edges;
 mod init;
 mod layers;
 mod logs_follow;
+mod privacy;
 mod records;
 mod recovery;
 mod run;
