@@ -20,6 +20,8 @@ mod config;
 mod daemon;
 mod error;
 mod events;
+#[cfg(test)]
+mod fuzz;
 mod git;
 mod history;
 mod lock;
