@@ -10,6 +10,7 @@ mod harness;
 mod run_support;
 
 mod cli;
+mod crash;
 mod daemon_process;
 mod daemon_spec;
 mod edges;
