@@ -436,6 +436,10 @@ fn event_scanner_finds_the_same_events_however_the_text_is_chunked() {
     ] {
         seeds.push(text.as_bytes().to_vec());
     }
+    // An event just within MAX_EVENT_BYTES, which mutations push past it.
+    let open = "<event topic=\"build.done\">";
+    let payload = "x".repeat(MAX_EVENT_BYTES - open.len() - "</event>".len() - 8);
+    seeds.push(format!("{open}{payload}</event>\n").into_bytes());
     super::run(Target {
         name: "events",
         seeds,
