@@ -11,8 +11,8 @@
 //! iteration never goes back, and no subtask the plan has completed gets
 //! another session. At the end: every subtask completed, every session
 //! with an iteration of its own, and (see [`Known`]) every completed
-//! subtask with its records, no temp file left in `.rasen/`, and no agent
-//! process alive after `rasen stop`.
+//! subtask with its records, no temp file left in `.rasen/`, no git lock
+//! left by a killed agent, and no agent process alive after `rasen stop`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -51,11 +51,12 @@ impl Known {
     /// Agent identity recorded before the agent runs, so that no orphan
     /// escapes `stop` and `resume`.
     const IDENTITY: bool = false;
-    /// A `.git/index.lock` left by an agent's git that rasen killed
-    /// (stopping an orphan at resume) is removed once nothing holds it;
-    /// until then every later session fails and the run ends `stalled`.
-    /// The test removes such a lock itself, as an operator would.
-    const INDEX_LOCK: bool = false;
+    /// A git lock (`.git/index.lock`, also `HEAD.lock` or a ref's lock
+    /// when `git commit` dies later) left by an agent's git that rasen
+    /// killed (stopping an orphan at resume) is removed once nothing holds
+    /// it; until then every later session fails and the run ends
+    /// `stalled`. The test removes such a lock itself, as an operator would.
+    const GIT_LOCKS: bool = false;
 
     fn enforced(switch: bool) -> bool {
         switch || std::env::var("RASEN_CRASH_STRICT").is_ok_and(|v| v == "1")
@@ -106,8 +107,8 @@ struct CrashRun {
     completed_at: BTreeMap<String, (u64, usize)>,
     /// Sessions already checked against `completed_at`.
     sessions_checked: usize,
-    /// Stale `.git/index.lock`s the test had to remove ([`Known::INDEX_LOCK`]).
-    index_locks_removed: Vec<String>,
+    /// Stale git locks the test had to remove ([`Known::GIT_LOCKS`]).
+    git_locks_removed: Vec<String>,
     completed_when_the_kills_ended: usize,
     started: Instant,
 }
@@ -165,7 +166,7 @@ impl CrashRun {
             kills: 0,
             completed_at: BTreeMap::new(),
             sessions_checked: 0,
-            index_locks_removed: Vec::new(),
+            git_locks_removed: Vec::new(),
             completed_when_the_kills_ended: 0,
             started: Instant::now(),
         }
@@ -176,7 +177,7 @@ impl CrashRun {
     fn resume_and_kill(&mut self) -> bool {
         let most = if self.rng.below(4) == 0 { EARLY_KILL_DELAY_MS } else { MAX_KILL_DELAY_MS };
         let delay = Duration::from_millis(self.rng.below(most + 1));
-        self.remove_a_stale_index_lock();
+        self.remove_stale_git_locks();
         let launched = Instant::now();
         let launcher = self.p.spawn(&["resume", "--background"]);
         let Some(daemon) = self.wait_for_new_daemon(&launcher) else {
@@ -330,7 +331,7 @@ impl CrashRun {
             self.p.env(&format!("SCRIPTED_CODER_t{i}"), "done");
         }
         for _ in 0..3 {
-            self.remove_a_stale_index_lock();
+            self.remove_stale_git_locks();
             let r = self.p.rasen(&["resume", "--background"]);
             assert!(r.code == 0, "{r}\n{}", self.context());
             let daemon = self.p.daemon_pid();
@@ -361,7 +362,7 @@ impl CrashRun {
         self.check_every_session_has_its_own_iteration();
         self.check_known("RECORDS", Known::RECORDS, self.missing_records());
         self.check_known("RECORDS", Known::RECORDS, self.temp_files_left());
-        self.check_known("INDEX_LOCK", Known::INDEX_LOCK, self.index_locks_removed.clone());
+        self.check_known("GIT_LOCKS", Known::GIT_LOCKS, self.git_locks_removed.clone());
         self.p.rasen(&["stop"]).expect_code(0);
         self.check_known("IDENTITY", Known::IDENTITY, self.agents_alive_after_stop());
     }
@@ -376,17 +377,19 @@ impl CrashRun {
         }
     }
 
-    /// Removes `.git/index.lock` when no agent is alive to hold it: a git
-    /// command killed with its agent left it ([`Known::INDEX_LOCK`]).
-    fn remove_a_stale_index_lock(&mut self) {
-        let lock = self.p.path(".git/index.lock");
-        if !lock.exists() || self.an_agent_is_alive() {
+    /// Removes git's lock files when no agent is alive to hold them: a git
+    /// command killed with its agent left them ([`Known::GIT_LOCKS`]).
+    fn remove_stale_git_locks(&mut self) {
+        let locks = git_lock_files(&self.p.path(".git"));
+        if locks.is_empty() || self.an_agent_is_alive() {
             return;
         }
-        let what = format!("a stale .git/index.lock before resume {}", self.kills + 1);
-        assert!(!Known::enforced(Known::INDEX_LOCK), "{what}\n{}", self.context());
-        std::fs::remove_file(&lock).unwrap();
-        self.index_locks_removed.push(what);
+        for lock in locks {
+            let what = format!("a stale {} before resume {}", lock.display(), self.kills + 1);
+            assert!(!Known::enforced(Known::GIT_LOCKS), "{what}\n{}", self.context());
+            std::fs::remove_file(&lock).unwrap();
+            self.git_locks_removed.push(what);
+        }
     }
 
     /// Whether a process of any agent session still runs (the agent or a
@@ -494,4 +497,19 @@ impl CrashRun {
             self.seed
         );
     }
+}
+
+/// The `*.lock` files in `dir` and below (a git directory: `index.lock`,
+/// `HEAD.lock`, `refs/heads/main.lock`…), objects aside.
+fn git_lock_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut locks = Vec::new();
+    for path in entries.filter_map(|e| Some(e.ok()?.path())) {
+        if path.is_dir() && !path.ends_with("objects") {
+            locks.extend(git_lock_files(&path));
+        } else if path.extension().is_some_and(|e| e == "lock") {
+            locks.push(path);
+        }
+    }
+    locks
 }
