@@ -7,7 +7,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN        := $(TARGET_DIR)/release/rasen
 STATIC_BIN := $(TARGET_DIR)/$(MUSL)/release/rasen
 
-.PHONY: build static test lint install clean demo bench
+.PHONY: build static test lint install clean demo bench fuzz soak
 
 build:
 	$(CARGO) build --release
@@ -38,6 +38,25 @@ demo: build
 # Performance figures (printed, never asserted).
 bench: build
 	sh tests/bench.sh
+
+# The mutation fuzzer (src/fuzz/) at length: RASEN_FUZZ_CASES cases per
+# reader of untrusted text (`make test` runs 2000); RASEN_FUZZ_SEED=S
+# replays a run. Optimized, but with overflow checks and debug assertions
+# as in `cargo test`, so that an overflow is a finding. Prints, per
+# reader, the cases run and the seed.
+RASEN_FUZZ_CASES ?= 1000000
+fuzz:
+	RASEN_FUZZ_CASES=$(RASEN_FUZZ_CASES) \
+	CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS=true CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true \
+		$(CARGO) test --release --bin rasen fuzz:: -- --nocapture
+
+# The crash test (tests/integration/crash.rs) at length, on the release
+# binary: RASEN_CRASH_KILLS kill -9s of the daemon at random moments
+# (`make test` makes 100), a plan of as many subtasks; RASEN_CRASH_SEED=S
+# replays the moments. Prints the kills survived, where they landed, the seed.
+RASEN_CRASH_KILLS ?= 1000
+soak:
+	RASEN_CRASH_KILLS=$(RASEN_CRASH_KILLS) $(CARGO) test --release --test integration crash:: -- --nocapture
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin

@@ -2,7 +2,7 @@
 //! on a branch with no operation (rebase, merge…) in progress, what is
 //! HEAD, does a commit exist, how many commits since a point. Every git
 //! command rasen runs is run here. Each runs `git -C ROOT …` and never
-//! changes the repository — with one exception, `remove_index_lock_since`,
+//! changes the repository — with one exception, `remove_stale_locks_since`,
 //! which clears the lock a killed agent's git left behind.
 
 use std::os::unix::process::CommandExt;
@@ -156,37 +156,64 @@ pub fn commits_since(root: &Path, base: Option<&str>) -> Result<u64> {
         .map_err(|_| Error::failed(format!("git rev-list printed \"{}\"", text.trim())))
 }
 
-/// Removes `.git/index.lock` if it was created at or after `since`, no
-/// process has it open and no git works in the repository. A `git commit`
-/// killed with the agent (a timeout, a stop, `stop --force`) dies holding
-/// that lock, and every later session would then fail with "Another git
-/// process seems to be running". Only called once the agent's whole
-/// session is gone, so no git of the agent can still own it; the other
-/// two checks leave a user's own git alone. Returns whether a lock was
-/// removed.
-pub fn remove_index_lock_since(root: &Path, since: std::time::SystemTime) -> Result<bool> {
+/// Removes the lock files a git killed with the agent left in the git
+/// directory (`index.lock`, `HEAD.lock`, a branch's `refs/heads/NAME.lock`,
+/// `ORIG_HEAD.lock`, `AUTO_MERGE.lock`, `packed-refs.lock`): those created
+/// at or after `since` that no process has open, and only while no git
+/// works in the repository. A `git commit` killed with the agent (a
+/// timeout, a stop, `stop --force`) dies holding them, and every later
+/// session would then fail with "Another git process seems to be
+/// running". Only called once the agent's whole session is gone, so no git
+/// of the agent can still own them; the other checks leave a user's own
+/// git alone. Returns the locks removed, as `.git/index.lock`, for a log
+/// line (none: an empty string).
+pub fn remove_stale_locks_since(root: &Path, since: std::time::SystemTime) -> Result<String> {
     let out = git(root, &["rev-parse", "--git-dir"])?;
-    if !out.status.success() {
-        return Ok(false);
+    // A git working here may own a lock without holding it open (a user's
+    // `git commit -a` in its editor keeps index.lock closed): theirs.
+    if !out.status.success() || crate::process::runs_in("git", root) {
+        return Ok(String::new());
     }
     let git_dir = root.join(String::from_utf8_lossy(&out.stdout).trim());
-    let lock = git_dir.join("index.lock");
-    let created = match std::fs::symlink_metadata(&lock).and_then(|m| m.modified()) {
-        Ok(time) => time,
-        Err(_) => return Ok(false),
-    };
-    // A second of slack: file times may be coarser than the clock. A lock
-    // some process still has open, or that a git working here may own (a
-    // user's `git commit -a` in its editor keeps it closed), is theirs.
-    if created + std::time::Duration::from_secs(1) < since
-        || crate::process::is_open_anywhere(&lock)
-        || crate::process::runs_in("git", root)
-    {
-        return Ok(false);
+    let mut removed = Vec::new();
+    for lock in lock_files(&git_dir) {
+        let Ok(created) = std::fs::symlink_metadata(&lock).and_then(|m| m.modified()) else {
+            continue;
+        };
+        // A second of slack: file times may be coarser than the clock.
+        if created + std::time::Duration::from_secs(1) < since
+            || crate::process::is_open_anywhere(&lock)
+        {
+            continue;
+        }
+        std::fs::remove_file(&lock)
+            .map_err(|e| Error::io(&lock, "cannot remove the stale git lock", e))?;
+        removed.push(lock.strip_prefix(root).unwrap_or(&lock).display().to_string());
     }
-    std::fs::remove_file(&lock)
-        .map_err(|e| Error::io(&lock, "cannot remove the stale git lock", e))?;
-    Ok(true)
+    Ok(removed.join(", "))
+}
+
+/// Where git keeps the locks a killed commit can leave: the fixed ones,
+/// and every `*.lock` under `refs/`.
+fn lock_files(git_dir: &Path) -> Vec<std::path::PathBuf> {
+    let fixed = ["index", "HEAD", "ORIG_HEAD", "AUTO_MERGE", "packed-refs"];
+    let mut locks: Vec<_> = fixed.iter().map(|n| git_dir.join(format!("{n}.lock"))).collect();
+    collect_locks_under(&git_dir.join("refs"), &mut locks);
+    locks
+}
+
+fn collect_locks_under(dir: &Path, locks: &mut Vec<std::path::PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(kind) if kind.is_dir() => collect_locks_under(&path, locks),
+            Ok(kind) if kind.is_file() && path.extension().is_some_and(|e| e == "lock") => {
+                locks.push(path)
+            }
+            _ => {}
+        }
+    }
 }
 
 #[cfg(test)]
@@ -218,14 +245,33 @@ mod tests {
         std::fs::write(&lock, "").unwrap();
         let later = SystemTime::now() + Duration::from_secs(60);
         assert!(
-            !remove_index_lock_since(&dir, later).unwrap(),
+            remove_stale_locks_since(&dir, later).unwrap().is_empty(),
             "a lock older than the session stays"
         );
         assert!(lock.exists());
         let before = SystemTime::now() - Duration::from_secs(60);
-        assert!(remove_index_lock_since(&dir, before).unwrap());
+        assert_eq!(remove_stale_locks_since(&dir, before).unwrap(), ".git/index.lock");
         assert!(!lock.exists());
-        assert!(!remove_index_lock_since(&dir, before).unwrap(), "nothing to remove");
+        assert_eq!(remove_stale_locks_since(&dir, before).unwrap(), "", "nothing to remove");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn head_and_branch_locks_of_a_killed_commit_are_removed_too() {
+        let dir = repo();
+        let locks = [".git/HEAD.lock", ".git/refs/heads/feature/x.lock", ".git/AUTO_MERGE.lock"];
+        std::fs::create_dir_all(dir.join(".git/refs/heads/feature")).unwrap();
+        for lock in locks {
+            std::fs::write(dir.join(lock), "").unwrap();
+        }
+        std::fs::write(dir.join(".git/refs/heads/feature/x"), "not a lock").unwrap();
+        let before = SystemTime::now() - Duration::from_secs(60);
+        let removed = remove_stale_locks_since(&dir, before).unwrap();
+        assert_eq!(removed, ".git/HEAD.lock, .git/AUTO_MERGE.lock, .git/refs/heads/feature/x.lock");
+        for lock in locks {
+            assert!(!dir.join(lock).exists(), "{lock} stayed");
+        }
+        assert!(dir.join(".git/refs/heads/feature/x").exists(), "only locks are removed");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -266,13 +312,13 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         let before = SystemTime::now() - Duration::from_secs(60);
-        let removed = remove_index_lock_since(&dir, before);
+        let removed = remove_stale_locks_since(&dir, before);
         let _ = crate::sys::kill_process_group(git.id() as i32, libc::SIGKILL);
         let _ = git.wait();
-        assert!(!removed.unwrap(), "the lock of a live git was removed");
+        assert_eq!(removed.unwrap(), "", "the lock of a live git was removed");
         assert!(lock.exists());
         // Killed, git could not clean up: now it is stale.
-        assert!(remove_index_lock_since(&dir, before).unwrap());
+        assert_eq!(remove_stale_locks_since(&dir, before).unwrap(), ".git/index.lock");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

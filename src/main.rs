@@ -29,6 +29,8 @@ mod daemon;
 mod error;
 mod events;
 mod fault;
+#[cfg(test)]
+mod fuzz;
 mod git;
 mod history;
 mod identity;

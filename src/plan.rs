@@ -184,44 +184,52 @@ impl Plan {
 
     /// The first dependency cycle, as the ids along it with the first one
     /// repeated at the end (`a -> b -> a`). Depth-first search in file
-    /// order, so the answer is the same every time.
+    /// order, so the answer is the same every time; with a stack of its
+    /// own, since a plan's chain of dependencies may be any length.
     fn find_cycle(&self) -> Option<Vec<String>> {
         let index: HashMap<&str, usize> =
             self.subtasks.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
         let mut state = vec![Visit::New; self.subtasks.len()];
-        let mut path = Vec::new();
-        (0..self.subtasks.len()).find_map(|i| self.cycle_from(i, &index, &mut state, &mut path))
+        (0..self.subtasks.len()).find_map(|i| self.cycle_from(i, &index, &mut state))
     }
 
+    /// Walks the dependencies from subtask `root`. `path` holds the
+    /// subtasks being visited, each with how many of its dependencies have
+    /// been followed.
     fn cycle_from(
         &self,
-        i: usize,
+        root: usize,
         index: &HashMap<&str, usize>,
         state: &mut [Visit],
-        path: &mut Vec<usize>,
     ) -> Option<Vec<String>> {
-        match state[i] {
-            Visit::Done => return None,
-            Visit::OnPath => {
-                let start = path.iter().position(|&p| p == i).unwrap_or(0);
-                let mut cycle: Vec<String> =
-                    path[start..].iter().map(|&p| self.subtasks[p].id.clone()).collect();
-                cycle.push(self.subtasks[i].id.clone());
-                return Some(cycle);
-            }
-            Visit::New => {}
+        if state[root] != Visit::New {
+            return None;
         }
-        state[i] = Visit::OnPath;
-        path.push(i);
-        for dep in self.subtasks[i].deps() {
-            if let Some(&d) = index.get(dep.as_str()) {
-                if let Some(cycle) = self.cycle_from(d, index, state, path) {
+        state[root] = Visit::OnPath;
+        let mut path: Vec<(usize, usize)> = vec![(root, 0)];
+        while let Some((i, followed)) = path.last_mut() {
+            let Some(dep) = self.subtasks[*i].deps().get(*followed) else {
+                state[*i] = Visit::Done;
+                path.pop();
+                continue;
+            };
+            *followed += 1;
+            let Some(&d) = index.get(dep.as_str()) else { continue };
+            match state[d] {
+                Visit::Done => {}
+                Visit::OnPath => {
+                    let start = path.iter().position(|&(p, _)| p == d).unwrap_or(0);
+                    let mut cycle: Vec<String> =
+                        path[start..].iter().map(|&(p, _)| self.subtasks[p].id.clone()).collect();
+                    cycle.push(self.subtasks[d].id.clone());
                     return Some(cycle);
+                }
+                Visit::New => {
+                    state[d] = Visit::OnPath;
+                    path.push((d, 0));
                 }
             }
         }
-        path.pop();
-        state[i] = Visit::Done;
         None
     }
 
@@ -578,6 +586,37 @@ mod tests {
             subtask("d", Pending, &["c"]),
         ]);
         assert_eq!(p.validate(), Err("dependency cycle: b -> d -> c -> b".into()));
+    }
+
+    /// A plan comes from an agent, so it may be any size: a chain of
+    /// 100 000 dependencies (an 8 MB plan) overflowed the stack of the
+    /// recursive cycle search and aborted `rasen resume` with no word.
+    #[test]
+    fn a_very_long_dependency_chain_is_validated_without_deep_recursion() {
+        let ids: Vec<String> = (0..20_000).map(|i| format!("t{i}")).collect();
+        let chain = |last_depends_on_first: bool| {
+            let mut subtasks: Vec<Subtask> = (0..ids.len())
+                .map(|i| {
+                    subtask(&ids[i], Pending, &ids.get(i + 1).map_or(vec![], |d| vec![&d[..]]))
+                })
+                .collect();
+            if last_depends_on_first {
+                subtasks[ids.len() - 1].dependencies = Some(vec![ids[0].clone()]);
+            }
+            plan(subtasks)
+        };
+        let (open, closed) = (chain(false), chain(true));
+        // A small stack, so that recursion fails here whatever the machine.
+        let validated = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || (open.validate(), closed.validate()))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(validated.0, Ok(()));
+        let cycle = validated.1.unwrap_err();
+        assert!(cycle.starts_with("dependency cycle: t0 -> t1 -> t2 -> "), "{}", &cycle[..60]);
+        assert!(cycle.ends_with(" -> t19999 -> t0"), "{}", &cycle[cycle.len() - 60..]);
     }
 
     #[test]

@@ -62,7 +62,7 @@ fn clean_up_after_a_dead_run(project: &Project) -> Result<i32> {
     if let Ok(Some(status)) = store::load::<StatusFile>(&project.status_file()) {
         let found = identity::stop_left_behind(status.recorded_agent());
         say_what_was_left_behind(&found);
-        remove_index_lock(project, &status);
+        remove_git_locks(project, &status);
     }
     lock.release(); // removes the stale PID file
     Ok(0)
@@ -77,14 +77,14 @@ fn say_what_was_left_behind(found: &LeftBehind) {
     }
 }
 
-/// The stopper's share of "nothing is left behind": the `.git/index.lock`
+/// The stopper's share of "nothing is left behind": the `.git/index.lock` (and other git locks)
 /// of a git that died with the killed run's agent. A lock that cannot be
 /// removed is said, not fatal: the run is stopped, which is what was asked,
 /// and the next start tries again.
-fn remove_index_lock(project: &Project, status: &StatusFile) {
-    match run::remove_index_lock_of_killed_run(project, status) {
-        Ok(true) => say!("Removed .git/index.lock left by a git that was killed with the agent"),
-        Ok(false) => {}
+fn remove_git_locks(project: &Project, status: &StatusFile) {
+    match run::remove_git_locks_of_killed_run(project, status) {
+        Ok(removed) if removed.is_empty() => {}
+        Ok(removed) => say!("Removed {removed}, left by a git that was killed with the agent"),
         Err(e) => eprintln!("rasen: warning: {e}; the next 'rasen resume' tries again"),
     }
 }
@@ -128,7 +128,7 @@ fn kill_now(project: &Project, pid: i32) -> Result<i32> {
         // keeps its in_progress subtask for `resume`.
         status.killed();
         store::save(&path, &status)?;
-        remove_index_lock(project, &status);
+        remove_git_locks(project, &status);
     }
     lock.release();
     say!("Daemon killed (PID {pid}); its state is kept: 'rasen resume' continues the task");

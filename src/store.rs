@@ -123,6 +123,9 @@ pub fn parse_state<T: StateFile>(bytes: &[u8]) -> std::result::Result<T, ParsePr
     let tree: Value =
         json::from_str(text).map_err(|_| ParseProblem::whole_file("cannot be read as JSON"))?;
     T::check_shape(&tree).map_err(ParseProblem::whole_file)?;
+    if let Some(e) = syntax::first_duplicate_field(text) {
+        return Err(ParseProblem { position: Some((e.line, e.column)), what: e.what });
+    }
     Err(ParseProblem::whole_file("a value does not have the type rasen expects"))
 }
 
@@ -650,6 +653,17 @@ mod tests {
         assert_load_error(
             "{\"version\": 2, \"name\": \"x\", \"items\": []}",
             ": format version 2 was written by a newer rasen; this one reads version 1 at most",
+        );
+    }
+
+    /// Found by the fuzzer: miniserde rejects a field written twice when
+    /// its first value has the wrong type, while the tree that the shape
+    /// check reads keeps only the last one, so nothing was named.
+    #[test]
+    fn load_names_a_field_written_twice() {
+        assert_load_error(
+            "{\"version\": 1, \"name\": 7, \"name\": \"x\", \"items\": []}",
+            ":1:27: field \"name\" appears twice in one object (first at line 1, column 16); keep one",
         );
     }
 

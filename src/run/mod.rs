@@ -143,8 +143,9 @@ impl<'a> Run<'a> {
         stop_agent_left_behind(&status);
         let task = read_task(project)?;
         // Once its agent is gone: a git killed with it may have left its lock.
-        if remove_index_lock_of_killed_run(project, &status)? {
-            log("removed .git/index.lock left by a git killed with the last run's agent");
+        let removed = remove_git_locks_of_killed_run(project, &status)?;
+        if !removed.is_empty() {
+            log(&format!("removed {removed}, left by a git killed with the last run's agent"));
         }
         if status.planning_unfinished() {
             // The last run died while planning (kill -9, power loss): the
@@ -442,20 +443,20 @@ pub fn is_all_completed(plan: &Plan) -> bool {
     matches!(plan.next_subtask(), Next::AllCompleted)
 }
 
-/// Removes `.git/index.lock` left by a git that died with the agent of a
-/// killed run (`stop --force`, `kill -9`, the OOM killer: SIGKILL gives
-/// git no chance to remove it): one created since that run started, that
-/// no process has open and no git working here may own. Call it holding
-/// the run lock, once that agent's session is gone. Returns whether a lock
-/// was removed.
-pub fn remove_index_lock_of_killed_run(project: &Project, last: &StatusFile) -> Result<bool> {
+/// Removes the git locks (`.git/index.lock`, `HEAD.lock`, a branch's…)
+/// left by a git that died with the agent of a killed run (`stop --force`,
+/// `kill -9`, the OOM killer: SIGKILL gives git no chance to remove them):
+/// those created since that run started, that no process has open, while
+/// no git works here. Call it holding the run lock, once that agent's
+/// session is gone. Returns the locks removed, for a message.
+pub fn remove_git_locks_of_killed_run(project: &Project, last: &StatusFile) -> Result<String> {
     let started = last.started_at().and_then(clock::parse_iso);
     match started {
         Some(secs) if last.ended_by_a_kill() => {
             let since = std::time::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64);
-            git::remove_index_lock_since(&project.root, since)
+            git::remove_stale_locks_since(&project.root, since)
         }
-        _ => Ok(false),
+        _ => Ok(String::new()),
     }
 }
 

@@ -143,8 +143,9 @@ impl Run<'_> {
         // However the session ended, none of its processes is left: rasen
         // killed them (a timeout, a stop, or what the agent left running
         // when it exited), and a git among them may have held the lock.
-        if git::remove_index_lock_since(&self.project.root, session_start)? {
-            log("removed .git/index.lock left by a git that was killed with its session");
+        let removed = git::remove_stale_locks_since(&self.project.root, session_start)?;
+        if !removed.is_empty() {
+            log(&format!("removed {removed}, left by a git that was killed with its session"));
         }
         self.save_status()?;
         Ok(report)

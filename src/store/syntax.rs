@@ -1,7 +1,12 @@
 //! A JSON syntax checker whose only job is to say where a file stops being
 //! JSON, and why, because miniserde's own error carries no detail. It runs
 //! only after miniserde has rejected a file, so it never decides on its own
-//! whether a file is accepted. It builds nothing and keeps nothing.
+//! whether a file is accepted. It builds nothing; asked, it also finds the
+//! first field name written twice in one object, which miniserde accepts or
+//! rejects depending on the first value's type, and which is otherwise
+//! invisible in the parsed tree (the last one wins there).
+
+use std::collections::HashMap;
 
 /// The first syntax error in a text: 1-based line and column (in characters)
 /// and what is wrong there.
@@ -19,8 +24,16 @@ const MAX_DEPTH: usize = 256;
 /// Checks that `text` is exactly one JSON value (RFC 8259), surrounded by
 /// whitespace at most. Returns the first error.
 pub fn check(text: &str) -> Result<(), SyntaxError> {
-    let mut checker = Checker { text, bytes: text.as_bytes(), pos: 0, depth: 0 };
-    checker.document()
+    Checker::new(text, false).document()
+}
+
+/// The first field name that appears a second time in the same object of
+/// `text`, at that second place; `None` when there is none (or `text` is
+/// not JSON: `check` says why).
+pub fn first_duplicate_field(text: &str) -> Option<SyntaxError> {
+    let mut checker = Checker::new(text, true);
+    checker.document().ok()?;
+    checker.duplicate
 }
 
 struct Checker<'a> {
@@ -28,11 +41,18 @@ struct Checker<'a> {
     bytes: &'a [u8],
     pos: usize,
     depth: usize,
+    /// Whether to look for a field name written twice in one object.
+    find_duplicates: bool,
+    duplicate: Option<SyntaxError>,
 }
 
 type Checked = Result<(), SyntaxError>;
 
 impl Checker<'_> {
+    fn new(text: &str, find_duplicates: bool) -> Checker<'_> {
+        Checker { text, bytes: text.as_bytes(), pos: 0, depth: 0, find_duplicates, duplicate: None }
+    }
+
     fn document(&mut self) -> Checked {
         self.skip_whitespace();
         if self.peek().is_none() {
@@ -76,10 +96,15 @@ impl Checker<'_> {
             self.pos += 1;
             return self.leave();
         }
+        let mut names = HashMap::new();
         loop {
             self.skip_whitespace();
             match self.peek() {
-                Some(b'"') => self.string()?,
+                Some(b'"') => {
+                    let start = self.pos;
+                    self.string()?;
+                    self.note_field_name(start, &mut names);
+                }
                 None => return self.truncated("an object"),
                 Some(_) => {
                     let found = self.describe_here();
@@ -100,6 +125,28 @@ impl Checker<'_> {
             if self.end_of_item(b'}', "an object", "a field")? {
                 return self.leave();
             }
+        }
+    }
+
+    /// Remembers the field name that starts at `start` (and ends here);
+    /// the first one seen twice is kept as `duplicate`.
+    fn note_field_name(&mut self, start: usize, names: &mut HashMap<String, usize>) {
+        if !self.find_duplicates || self.duplicate.is_some() {
+            return;
+        }
+        let Ok(name) = miniserde::json::from_str::<String>(&self.text[start..self.pos]) else {
+            return;
+        };
+        match names.get(&name) {
+            Some(&first) => {
+                let (line, column) = line_and_column(self.bytes, first);
+                let what = format!(
+                    "field {name:?} appears twice in one object (first at line {line}, column \
+                     {column}); keep one"
+                );
+                self.duplicate = Some(self.located(start, what));
+            }
+            None => drop(names.insert(name, start)),
         }
     }
 
@@ -438,6 +485,22 @@ mod tests {
         {
             assert!(check(text).is_err(), "{text}");
         }
+    }
+
+    #[test]
+    fn finds_a_field_written_twice_in_one_object() {
+        let text = "{\"a\": 1, \"b\": {\"a\": 2}, \"\\u0061\": 3}";
+        let e = first_duplicate_field(text).expect("a duplicate");
+        assert_eq!((e.line, e.column), (1, 25));
+        assert_eq!(
+            e.what,
+            "field \"a\" appears twice in one object (first at line 1, column 2); keep one"
+        );
+        assert_eq!(
+            first_duplicate_field("{\"a\": {\"a\": 1}, \"b\": [{\"a\": 1}, {\"a\": 2}]}"),
+            None
+        );
+        assert_eq!(first_duplicate_field("{\"a\": 1, \"a\""), None, "not JSON: check says why");
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod run_support;
 mod agent_identity;
 mod cli;
 mod control_chars;
+mod crash;
 mod daemon_process;
 mod daemon_spec;
 mod edges;
