@@ -65,12 +65,24 @@ enum Newline {
 }
 
 fn escape(text: &str, newline: Newline) -> Cow<'_, str> {
-    if !text.chars().any(|c| needs_escape(c, newline)) {
+    if !may_need_escape(text.as_bytes(), newline) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 16);
     push_escaped(text, newline, &mut out);
     Cow::Owned(out)
+}
+
+/// The fast path for the usual clean line (every line of agent output
+/// passes here): a byte scan, no character decoding. In UTF-8 a C0
+/// control or DEL is one byte below 0x20 or 0x7F, and a C1 control
+/// (U+0080..U+009F) starts with 0xC2; false means nothing to escape.
+fn may_need_escape(bytes: &[u8], newline: Newline) -> bool {
+    bytes.iter().any(|&b| {
+        (b < 0x20 && b != b'\t' && !(b == b'\n' && newline == Newline::Keep))
+            || b == 0x7F
+            || b == 0xC2
+    })
 }
 
 fn needs_escape(c: char, newline: Newline) -> bool {
