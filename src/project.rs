@@ -224,8 +224,10 @@ mod tests {
             project.rasen_dir().join(".gitignore"),
             project.rasen_dir().join("prompts"),
         ];
-        let fixed: Vec<PathBuf> =
-            crate::config::FIXED_PLACES.iter().map(|(place, _)| project.root.join(place)).collect();
+        let fixed: Vec<PathBuf> = crate::config::background::FIXED_PLACES
+            .iter()
+            .map(|(place, _)| project.root.join(place))
+            .collect();
         assert_eq!(fixed[..named.len()], named);
         assert_eq!(fixed[named.len()..], [project.root.join(".git")]);
     }
