@@ -203,7 +203,7 @@ pub fn resume(dir: &Path, background: bool, options: RunOptions) -> Result<i32> 
     }
     // A valid plan with every subtask completed needs no check before a
     // run: there is none. (An invalid one is refused below, as ever.)
-    let completed = plan.as_ref().filter(|p| p.validate().is_ok() && run::is_all_completed(p));
+    let completed = plan.as_ref().filter(|p| p.validate().is_ok() && p.is_all_completed());
     if let Some(plan) = completed {
         record_completion(&project, plan)?;
         let (done, total) = plan.progress();
@@ -231,11 +231,15 @@ pub fn resume(dir: &Path, background: bool, options: RunOptions) -> Result<i32> 
 /// `resume` of a task whose subtasks are all completed: status.json says
 /// completed too, whatever an earlier run recorded (a limit it reached at
 /// the same moment, a stop in the pause after the last subtask, a kill
-/// before it could record the end). Done holding the run lock.
+/// before it could record the end), and what that run left is cleaned
+/// up as at a start (`run::clean_up_after_the_last_run`). Done holding
+/// the run lock.
 fn record_completion(project: &Project, plan: &Plan) -> Result<()> {
     let lock = RunLock::acquire(project)?;
     let path = project.status_file();
     let mut status = store::load::<StatusFile>(&path)?.unwrap_or_else(StatusFile::initialized);
+    // No run starts, so what the last one left is cleaned up here.
+    run::clean_up_after_the_last_run(project, &status)?;
     if status.reason() != Some(EndReason::Completed) {
         let (done, total) = plan.progress();
         status.set_progress(done as u64, total as u64);

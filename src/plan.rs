@@ -233,6 +233,11 @@ impl Plan {
         None
     }
 
+    /// Whether every subtask is completed: the task is done.
+    pub fn is_all_completed(&self) -> bool {
+        matches!(self.next_subtask(), Next::AllCompleted)
+    }
+
     /// The subtask to run next: the one `in_progress` (interrupted work),
     /// else the first `pending` one whose dependencies are all `completed`.
     pub fn next_subtask(&self) -> Next {

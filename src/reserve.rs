@@ -75,6 +75,14 @@ impl Drop for DiskReserve {
     }
 }
 
+/// Removes a reserve a killed run left (SIGKILL runs no `Drop`); for the
+/// commands that clean up after a dead run without starting one.
+pub fn remove_left_behind(path: &Path) {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// `len` bytes from xorshift64: no run or pattern a compressor could use.
 fn incompressible_bytes(len: usize) -> Vec<u8> {
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;

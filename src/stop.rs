@@ -64,6 +64,7 @@ fn clean_up_after_a_dead_run(project: &Project) -> Result<i32> {
         say_what_was_left_behind(&found);
         remove_git_locks(project, &status);
     }
+    crate::reserve::remove_left_behind(&project.disk_reserve_file());
     lock.release(); // removes the stale PID file
     Ok(0)
 }
@@ -130,6 +131,9 @@ fn kill_now(project: &Project, pid: i32) -> Result<i32> {
         store::save(&path, &status)?;
         remove_git_locks(project, &status);
     }
+    // A SIGKILL runs no `Drop`: the killed run's disk reserve is its last
+    // file left behind.
+    crate::reserve::remove_left_behind(&project.disk_reserve_file());
     lock.release();
     say!("Daemon killed (PID {pid}); its state is kept: 'rasen resume' continues the task");
     Ok(0)

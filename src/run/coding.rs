@@ -33,7 +33,7 @@ impl Run<'_> {
         self.status.work_on(&subtask.id, &subtask.description);
         let history = load_history(self.project)?;
         let common = prompts::Common {
-            task: &self.task,
+            task: self.task.trim(),
             project: self.project,
             memories: memories(self.project, &self.config),
         };

@@ -124,6 +124,8 @@ pub struct Run<'a> {
     options: RunOptions,
     status: StatusFile,
     started: Instant,
+    /// task.txt as read at the start (written back as it was if deleted;
+    /// prompts get it trimmed).
     task: String,
     /// Coder sessions in a row that ended without completing (per run:
     /// `resume` after such a stop gives the work a fresh set of tries).
@@ -140,25 +142,8 @@ impl<'a> Run<'a> {
             .unwrap_or_else(StatusFile::initialized);
         // First, before anything that can fail: a failed start clears the
         // record of the session in flight, and with it the proof.
-        stop_agent_left_behind(&status);
+        clean_up_after_the_last_run(project, &status)?;
         let task = read_task(project)?;
-        // Once its agent is gone: a git killed with it may have left its lock.
-        let removed = remove_git_locks_of_killed_run(project, &status)?;
-        if !removed.is_empty() {
-            log(&format!("removed {removed}, left by a git killed with the last run's agent"));
-        }
-        if status.planning_unfinished() {
-            // The last run died while planning (kill -9, power loss): the
-            // plan on disk is its initializer's draft, maybe partial, maybe
-            // invalid. Never run it; plan again.
-            if let Some(draft) = planning::set_aside_draft_plan(project)? {
-                log(&format!(
-                    "the last run ended while planning: set its unfinished plan aside as {}; planning again",
-                    project.show(&draft)
-                ));
-            }
-        }
-        records::repair_at_start(project)?;
         // Iterations, tokens and cost are per task: a restart never resets
         // them, so limits cannot be bypassed by resuming (or by deleting
         // status.json: the history, which records every session that
@@ -178,7 +163,7 @@ impl<'a> Run<'a> {
             options,
             status,
             started: Instant::now(),
-            task: task.trim().to_string(),
+            task,
             consecutive_failures: 0,
             no_commit_streak: (String::new(), 0),
             reserve,
@@ -211,23 +196,24 @@ impl<'a> Run<'a> {
         };
         self.show_progress(&plan);
         loop {
-            // Before any limit, and after every session: a plan whose
-            // subtasks are all completed ends the run as completed, whatever
-            // limit was reached at the same moment, and no pause follows it.
-            if is_all_completed(&plan) {
-                return Ok(self.all_completed(&plan));
-            }
+            let next = match plan.next_subtask() {
+                // Before any limit: a plan whose subtasks are all completed
+                // ends the run as completed, whatever limit was reached at
+                // the same moment (also by the session that completed it).
+                Next::AllCompleted => return Ok(self.all_completed(&plan)),
+                Next::Blocked(why) => Err(why),
+                Next::Run(index) => Ok(index),
+            };
             if let Some(ending) = self.check_limits() {
                 return Ok(ending);
             }
-            let index = match plan.next_subtask() {
-                Next::Run(index) => index,
-                Next::AllCompleted => return Ok(self.all_completed(&plan)),
-                Next::Blocked(why) => return Ok(Ending::new(EndReason::Blocked, why)),
+            let index = match next {
+                Ok(index) => index,
+                Err(why) => return Ok(Ending::new(EndReason::Blocked, why)),
             };
             let ending = self.work_on(&mut plan, index)?;
-            if is_all_completed(&plan) {
-                return Ok(self.all_completed(&plan));
+            if plan.is_all_completed() {
+                continue; // no pause after the last subtask
             }
             if let Some(ending) = ending {
                 return Ok(ending);
@@ -345,7 +331,6 @@ impl<'a> Run<'a> {
         log(&format!("progress: {done}/{total} subtasks completed"));
     }
 
-    /// Saves status.json, and the PID file again if it was deleted.
     /// Saves status.json, and the files a cleaner may have deleted.
     fn save_status(&mut self) -> Result<()> {
         self.status.touch(clock::now_iso());
@@ -399,8 +384,7 @@ fn restore_deleted_files(project: &Project, task: &str) {
     lock::restore_pid_file(&project.pid_file());
     let path = project.task_file();
     if std::fs::symlink_metadata(&path).is_err() {
-        let text = format!("{task}\n");
-        let _ = store::write_atomically(&path, text.as_bytes(), store::STATE_FILE_MODE);
+        let _ = store::write_atomically(&path, task.as_bytes(), store::STATE_FILE_MODE);
     }
 }
 
@@ -423,6 +407,37 @@ fn settle_base_commit(project: &Project, status: &mut StatusFile) -> Result<()> 
     Ok(())
 }
 
+/// What the last run may have left, cleaned up at every start, and by the
+/// commands that find a dead run without starting one (`stop`, `resume`
+/// of a completed task), holding the run lock: its agent (only what
+/// `identity` proves), the git locks a git killed with it left, a draft
+/// plan of a planning session cut short, records not reconciled with the
+/// plan, temp files of dead writers, and its disk reserve. The order
+/// matters: the agent is gone before its locks are looked at.
+pub fn clean_up_after_the_last_run(project: &Project, last: &StatusFile) -> Result<()> {
+    stop_agent_left_behind(last);
+    match remove_git_locks_of_killed_run(project, last) {
+        Ok(removed) if removed.is_empty() => {}
+        Ok(removed) => {
+            log(&format!("removed {removed}, left by a git killed with the last run's agent"))
+        }
+        Err(e) => log(&format!("{e}; the next start tries again")),
+    }
+    if last.planning_unfinished() {
+        // The last run died while planning (kill -9, power loss): the
+        // plan on disk is its initializer's draft, maybe partial, maybe
+        // invalid. Never run it; plan again.
+        if let Some(draft) = planning::set_aside_draft_plan(project)? {
+            log(&format!(
+                "the last run ended while planning: set its unfinished plan aside as {}; planning again",
+                project.show(&draft)
+            ));
+        }
+    }
+    crate::reserve::remove_left_behind(&project.disk_reserve_file());
+    records::repair_at_start(project)
+}
+
 /// A run killed with -9 may have left its agent running: stop what
 /// `identity` proves is its (the run lock is ours, so it cannot be a live
 /// run's), and say what else was found.
@@ -436,11 +451,6 @@ fn stop_agent_left_behind(status: &StatusFile) {
             "stopped agent {agent} and its processes, left behind by a run that was killed"
         ));
     }
-}
-
-/// Whether every subtask of the plan is completed: the task is done.
-pub fn is_all_completed(plan: &Plan) -> bool {
-    matches!(plan.next_subtask(), Next::AllCompleted)
 }
 
 /// Removes the git locks (`.git/index.lock`, `HEAD.lock`, a branch's…)

@@ -36,7 +36,7 @@ impl Run<'_> {
             // Saved with the session's start: see `Phase::Planning`.
             self.status.enter_phase(Phase::Planning);
             let common = prompts::Common {
-                task: &self.task,
+                task: self.task.trim(),
                 project: self.project,
                 memories: memories(self.project, &self.config),
             };

@@ -143,9 +143,14 @@ impl Run<'_> {
         // However the session ended, none of its processes is left: rasen
         // killed them (a timeout, a stop, or what the agent left running
         // when it exited), and a git among them may have held the lock.
-        let removed = git::remove_stale_locks_since(&self.project.root, session_start)?;
-        if !removed.is_empty() {
-            log(&format!("removed {removed}, left by a git that was killed with its session"));
+        // A lock that cannot be removed is said, not fatal: the session's
+        // report (and its work) is judged all the same.
+        match git::remove_stale_locks_since(&self.project.root, session_start) {
+            Ok(removed) if removed.is_empty() => {}
+            Ok(removed) => {
+                log(&format!("removed {removed}, left by a git that was killed with its session"))
+            }
+            Err(e) => log(&format!("{e}; the next session's git may refuse to run")),
         }
         self.save_status()?;
         Ok(report)

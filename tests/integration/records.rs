@@ -58,6 +58,28 @@ fn commit_of(p: &Project, prefix: &str) -> String {
     hashes[0].to_string()
 }
 
+/// The last subtask completed, then the kill: `resume` starts no run
+/// (nothing is left to do), but still repairs what the killed run left.
+#[test]
+fn resume_of_a_task_completed_just_before_a_kill_still_completes_the_records() {
+    let mut p = project("records-completed-killed");
+    p.env("SCRIPTED_SUBTASKS", "1");
+    let r = rasen_with_fault(&p, "after-plan-save", &["run"]);
+    assert_eq!(r.code, 128 + libc::SIGKILL, "the run must die at the fault point\n{r}");
+    assert!(good_commits(&p).is_empty(), "the good commit comes after the plan");
+
+    let r = p.rasen(&["resume"]).expect_code(0);
+    assert!(r.stdout.contains("already completed"), "{r}");
+    assert_eq!(session_list(&p).len(), 2, "no session is started\n{r}");
+    assert_eq!(
+        all_records(&p),
+        [record(1, "initializer", "", "success"), record(2, "coder", "t1", "success")]
+    );
+    assert_eq!(good_commits(&p), [(commit_of(&p, "t1: "), "t1".to_string())]);
+    assert!(!p.path(".rasen/.disk-reserve.tmp.rasen").exists(), "the killed run's reserve stays");
+    assert_eq!(get_str(&status(&p), "reason"), Some("completed"));
+}
+
 #[test]
 fn killed_between_plan_save_and_history_save_resume_completes_the_records() {
     let mut p = project("records-plan-saved");
