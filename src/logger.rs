@@ -57,13 +57,17 @@ pub fn open_for_append(path: &Path) -> Result<File> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
         crate::store::create_dir(dir)?;
     }
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
-        .map_err(|e| Error::io(path, "cannot open the log file", e))
+        .map_err(|e| Error::io(path, "cannot open the log file", e))?;
+    // A log that was there already (left open by an older rasen, or planted)
+    // gets agent output too: it must be ours, and private.
+    crate::store::make_private(&file, path)?;
+    Ok(file)
 }
 
 /// Whether the file at `path` may be appended to as rasen's log: nothing

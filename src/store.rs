@@ -24,7 +24,7 @@ mod words;
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::fd::AsFd;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -226,13 +226,27 @@ pub fn open_private_dir(dir: &Path) -> Result<File> {
     Ok(file)
 }
 
-/// Takes group and world bits away from the open directory `file`.
-fn make_private(file: &File, dir: &Path) -> Result<()> {
-    let mode = file.metadata().map_err(|e| Error::io(dir, "cannot inspect", e))?.permissions();
+/// Takes group and world bits away from the open directory or file `file`,
+/// after making sure it belongs to the user rasen runs as: one that
+/// belongs to someone else stays theirs to read and change, whatever its
+/// mode, so rasen refuses to keep agent output there.
+pub fn make_private(file: &File, dir: &Path) -> Result<()> {
+    let meta = file.metadata().map_err(|e| Error::io(dir, "cannot inspect", e))?;
+    let me = sys::effective_uid();
+    if meta.uid() != me {
+        return Err(Error::config(format!(
+            "{}: belongs to uid {}, not to the user rasen runs as (uid {me}); rasen keeps \
+             agent output there: chown it to that user, or remove it",
+            dir.display(),
+            meta.uid()
+        )));
+    }
+    let mode = meta.permissions();
     if mode.mode() & 0o077 == 0 {
         return Ok(());
     }
-    file.set_permissions(Permissions::from_mode(mode.mode() & PRIVATE_DIR_MODE)).map_err(|e| {
+    let private = if meta.is_dir() { PRIVATE_DIR_MODE } else { STATE_FILE_MODE };
+    file.set_permissions(Permissions::from_mode(mode.mode() & private)).map_err(|e| {
         Error::failed(format!(
             "{}: cannot make it private (chmod 700): {e}; rasen keeps agent output there \
              (run as its owner, or chmod it yourself)",

@@ -273,6 +273,12 @@ pub fn getpid() -> i32 {
     std::process::id() as i32
 }
 
+/// The user this process acts as (owns the files it creates).
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid takes no argument, touches no memory and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// The numbers of this process's open fds from 3 up (from /proc/self/fd;
 /// empty where there is no /proc). The listing's own fd is left out.
 fn inherited_fds() -> Vec<RawFd> {

@@ -168,6 +168,38 @@ fn another_user_is_told_that_the_state_is_private() {
     assert_refused(&r, 1, &[".rasen: permission denied", "private to the user who runs rasen"]);
 }
 
+/// A `.rasen` (or a log in it) that belongs to another user stays theirs
+/// to read and change whatever its mode: rasen refuses to keep agent
+/// output there, and makes a log of its own that others could read
+/// private. Needs root to give a file away; elsewhere it only says so.
+#[test]
+fn a_rasen_dir_or_log_of_another_user_is_refused_and_an_open_log_made_private() {
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    if !root {
+        eprintln!("not run: needs root to give a file to another user");
+        return;
+    }
+    let p = initialized("privacy-foreign-owner");
+    let log = p.path(".rasen/rasen.log");
+    std::fs::write(&log, "").unwrap();
+    std::fs::set_permissions(&log, PermissionsExt::from_mode(0o666)).unwrap();
+    p.rasen(&["run"]).expect_code(0);
+    let mode = std::fs::metadata(&log).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "an existing log is made private");
+
+    std::os::unix::fs::chown(&log, Some(65534), Some(65534)).unwrap();
+    let r = p.rasen(&["run"]);
+    assert_ne!(r.code, 0, "{r}");
+    assert!(r.stderr.contains("belongs to uid 65534"), "{r}");
+    std::os::unix::fs::chown(&log, Some(0), Some(0)).unwrap();
+
+    std::os::unix::fs::chown(p.path(".rasen"), Some(65534), Some(65534)).unwrap();
+    let r = p.rasen(&["run"]);
+    assert_ne!(r.code, 0, "{r}");
+    assert!(r.stderr.contains(".rasen: belongs to uid 65534"), "{r}");
+    std::os::unix::fs::chown(p.path(".rasen"), Some(0), Some(0)).unwrap();
+}
+
 #[test]
 fn an_old_gitignore_written_by_rasen_is_replaced_by_init_and_one_you_edited_is_kept() {
     let p = Project::new("privacy-old-gitignore");
