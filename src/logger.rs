@@ -76,17 +76,11 @@ pub fn open_for_append(path: &Path) -> Result<File> {
 /// (`2026-01-27T18:45:00Z `).
 pub fn is_a_rasen_log(path: &Path) -> bool {
     use std::io::Read;
-    let opened = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path);
-    let file = match opened {
-        Ok(file) => file,
-        Err(e) => return e.kind() == std::io::ErrorKind::NotFound,
+    let file = match crate::store::open_to_read(path) {
+        Ok(Some(file)) => file,
+        Ok(None) => return true,
+        Err(_) => return false, // a link, or not a plain file
     };
-    if !file.metadata().is_ok_and(|m| m.is_file()) {
-        return false;
-    }
     let mut start = Vec::new();
     if file.take(21).read_to_end(&mut start).is_err() {
         return false;
